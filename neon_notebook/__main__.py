@@ -1,0 +1,45 @@
+"""Command line: ``python -m neon_notebook local`` (and, later, ``demo``)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+
+def _local(args: argparse.Namespace) -> int:
+    from .local import LocalCompute
+
+    with LocalCompute(suspend_after=args.suspend_after, activation_delay=args.activation_delay,
+                      postgres_version=args.postgres_version) as compute:
+        print(f"DATABASE_URL={compute.pooled_url}" + ("" if compute.has_pooler else "  (no PgBouncer installed)"))
+        print(f"DIRECT_URL={compute.direct_url}")
+        print(f"Local compute serving; suspends after {args.suspend_after:g} s idle. Ctrl-C stops it.",
+              flush=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        print(f"Stopping: {compute.wakes} wakes, {compute.suspensions} suspensions, "
+              f"{compute.connections} connections.", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m neon_notebook",
+                                     description="Neon serverless Postgres from notebooks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    local = sub.add_parser("local", help="serve a local compute that scales to zero like Neon's")
+    local.add_argument("--suspend-after", type=float, default=300.0, metavar="SECONDS")
+    local.add_argument("--activation-delay", type=float, default=0.0, metavar="SECONDS")
+    local.add_argument("--postgres-version", type=int, default=16, choices=(16, 18))
+    local.set_defaults(func=_local)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""``LocalCompute``: a real PostgreSQL and PgBouncer that scale to zero like Neon.
+
+The servers and the scale-to-zero proxy live in a child process
+(``neon_notebook.local.daemon``), so relaying bytes never competes with the
+notebook for the interpreter lock. This object is its remote control.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+from .binaries import find_pgbouncer, make_traversable, postgres_bin_dir, service_user
+
+Delay = float | tuple[float, float]
+
+
+class LocalComputeError(RuntimeError):
+    """The local compute could not start or answer."""
+
+
+class LocalCompute:
+    """An emulated Neon compute on this machine: direct and pooled endpoints.
+
+    - suspended until a client connects; the connection is held while PostgreSQL
+      starts and for ``activation_delay`` seconds more (a number, or a
+      ``(low, high)`` range drawn from at each wake);
+    - suspends after ``suspend_after`` seconds without activity (a busy or
+      idle-in-transaction backend, or a new connection); ``None`` never;
+    - ``suspend()``, ``crash()``, ``fail_next_wakes(n)`` for tests;
+    - ``wakes``, ``suspensions``, ``connections`` counters.
+    """
+
+    def __init__(
+        self,
+        *,
+        suspend_after: float | None = 300.0,
+        activation_delay: Delay = 0.0,
+        start_active: bool = False,
+        postgres_version: int = 16,
+        pg_bin: str | os.PathLike | None = None,
+        pgbouncer: str | os.PathLike | None = None,
+        data_dir: str | os.PathLike | None = None,
+        password: str | None = None,
+        monitor_interval: float = 0.5,
+    ) -> None:
+        bin_dir = postgres_bin_dir(pg_bin, postgres_version)
+        user = service_user()
+        self._password = password or secrets.token_urlsafe(18)
+        self._tmp = Path(tempfile.mkdtemp(prefix="neon-local-"))
+        run_dir = self._tmp / "run"
+        data = Path(data_dir) if data_dir is not None else self._tmp / "data"
+        run_dir.mkdir()
+        data.mkdir(parents=True, exist_ok=True)
+        os.chmod(data, 0o700)
+        if user is not None:
+            make_traversable(bin_dir.parent)
+            for path in (self._tmp, run_dir, data):
+                shutil.chown(path, user, user)
+            os.chmod(self._tmp, 0o755)
+        bouncer = find_pgbouncer(pgbouncer)
+        self.has_pooler = bouncer is not None
+        cfg = {
+            "bin_dir": str(bin_dir), "data_dir": str(data), "run_dir": str(run_dir),
+            "password": self._password, "user": user,
+            "pgbouncer": str(bouncer) if bouncer else None,
+            "suspend_after": suspend_after, "activation_delay": activation_delay,
+            "monitor_interval": monitor_interval, "start_active": start_active,
+        }
+        self._lock = threading.Lock()
+        # The config (with the password) goes over stdin, never on a command line.
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "import json,sys;from neon_notebook.local.daemon import main;"
+             "main([sys.stdin.readline()])"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            start_new_session=True,
+        )
+        self._proc.stdin.write(json.dumps(cfg) + "\n")
+        self._proc.stdin.flush()
+        self._finalizer = weakref.finalize(self, _shutdown, self._proc, self._tmp)
+        atexit.register(self._finalizer)
+        hello = self._proc.stdout.readline()
+        info = json.loads(hello) if hello else {"error": "the local compute process exited"}
+        if "error" in info:
+            self.close()
+            raise LocalComputeError(f"the local compute failed to start: {info['error']}")
+        self._direct_port, self._pooled_port = info["direct_port"], info["pooled_port"]
+        self.server_conninfo: str = info["server_conninfo"]
+        """libpq conninfo of PostgreSQL's own socket, bypassing the proxy (benchmarks)."""
+
+    # -- endpoints ---------------------------------------------------------
+    def _url(self, port: int) -> str:
+        return f"postgresql://postgres:{self._password}@127.0.0.1:{port}/postgres"
+
+    @property
+    def direct_url(self) -> str:
+        """URL of the direct endpoint (straight to PostgreSQL, through the proxy)."""
+        return self._url(self._direct_port)
+
+    @property
+    def pooled_url(self) -> str:
+        """URL of the pooled endpoint (PgBouncer in transaction mode)."""
+        return self._url(self._pooled_port)
+
+    def env(self) -> dict[str, str]:
+        """Prisma-style ``DATABASE_URL`` (pooled) and ``DIRECT_URL`` for this compute."""
+        return {"DATABASE_URL": self.pooled_url + "?pgbouncer=true", "DIRECT_URL": self.direct_url}
+
+    # -- control -------------------------------------------------------------
+    def _call(self, cmd: str, **args: Any) -> dict:
+        with self._lock:
+            if self._proc.poll() is not None or self._proc.stdin.closed:
+                raise LocalComputeError("the local compute is closed")
+            self._proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+        if not line:
+            raise LocalComputeError("the local compute process exited")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise LocalComputeError(reply.get("error", "unknown error"))
+        return reply
+
+    def status(self) -> dict:
+        """State and counters in one snapshot."""
+        reply = self._call("status")
+        return {k: v for k, v in reply.items() if k not in ("ok", "result")}
+
+    @property
+    def state(self) -> str:
+        """``"suspended"``, ``"starting"`` or ``"active"``."""
+        return self._call("status")["state"]
+
+    @property
+    def wakes(self) -> int:
+        return self._call("status")["wakes"]
+
+    @property
+    def suspensions(self) -> int:
+        return self._call("status")["suspensions"]
+
+    @property
+    def connections(self) -> int:
+        """Client connections accepted on either endpoint (cancel requests excluded)."""
+        return self._call("status")["connections"]
+
+    @property
+    def last_wake_seconds(self) -> float | None:
+        """How long the last wake held its clients (server start + activation delay)."""
+        return self._call("status")["last_wake_seconds"]
+
+    def wake(self) -> None:
+        """Start the compute now (the next connection would do it too)."""
+        self._call("wake")
+
+    def suspend(self) -> None:
+        """Suspend now, as after ``suspend_after`` idle seconds."""
+        self._call("suspend")
+
+    def crash(self) -> None:
+        """Stop at once (PostgreSQL immediate shutdown, PgBouncer killed)."""
+        self._call("crash")
+
+    def fail_next_wakes(self, n: int) -> None:
+        """Answer the next ``n`` wake attempts with ``Couldn't connect to compute node``."""
+        self._call("fail_next_wakes", n=n)
+
+    def close(self) -> None:
+        """Stop the servers and the proxy, delete the temporary files."""
+        self._finalizer()
+
+    def __enter__(self) -> LocalCompute:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        alive = self._proc.poll() is None
+        return (f"<LocalCompute direct=127.0.0.1:{self._direct_port} "
+                f"pooled=127.0.0.1:{self._pooled_port} {'running' if alive else 'closed'}>")
+
+
+def _shutdown(proc: subprocess.Popen, tmp: Path) -> None:
+    if proc.poll() is None:
+        try:
+            proc.stdin.write(json.dumps({"cmd": "close"}) + "\n")
+            proc.stdin.close()
+            proc.wait(30)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            stream.close()
+        except (OSError, ValueError):
+            pass
+    shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,290 @@
+"""The local compute's child process: scale-to-zero proxy, lifecycle and monitor.
+
+Run by ``LocalCompute`` as ``python -m neon_notebook.local.daemon CONFIG_JSON``.
+It owns PostgreSQL and PgBouncer, listens on the direct and pooled TCP ports,
+and takes commands as JSON lines on stdin (one JSON reply per line on stdout).
+When stdin closes (its parent went away) it shuts everything down and exits,
+so a dead notebook kernel leaves no server behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import wire
+from .binaries import PGBOUNCER_INSTALL_HINT
+from .pgbouncer import PgBouncer
+from .postgres import Postgres
+from .relay import relay
+
+log = logging.getLogger("neon_notebook.local")
+
+COULD_NOT_CONNECT = "Couldn't connect to compute node"
+# What Neon's compute monitor counts as activity: any client backend not idle
+# (idle in transaction included); the monitor's own backend excluded.
+_BUSY_SQL = """
+select count(*) from pg_stat_activity
+where backend_type = 'client backend' and state is distinct from 'idle'
+  and pid <> pg_backend_pid()
+"""
+
+
+class Compute:
+    """Lifecycle of one compute: suspended -> starting -> active -> suspended."""
+
+    def __init__(self, cfg: dict) -> None:
+        run_dir = Path(cfg["run_dir"])
+        self.postgres = Postgres(Path(cfg["bin_dir"]), Path(cfg["data_dir"]), run_dir,
+                                 cfg["password"], cfg["user"])
+        self.pgbouncer = (PgBouncer(Path(cfg["pgbouncer"]), run_dir, cfg["password"], cfg["user"],
+                                    pg_port=self.postgres.port) if cfg["pgbouncer"] else None)
+        self.suspend_after: float | None = cfg["suspend_after"]
+        self.activation_delay = cfg["activation_delay"]
+        self.monitor_interval: float = cfg["monitor_interval"]
+        self.state = "suspended"
+        self.counters = {"wakes": 0, "suspensions": 0, "crashes": 0, "connections": 0,
+                         "failed_wakes": 0}
+        self.last_wake_seconds: float | None = None
+        self._fail_next = 0
+        self._last_activity = time.monotonic()
+        self._lock = threading.RLock()  # serialises wake / suspend / crash
+        self._monitor_conn = None
+        self.postgres.init()
+
+    # -- lifecycle ---------------------------------------------------------
+    def _delay(self) -> float:
+        d = self.activation_delay
+        if isinstance(d, (list, tuple)):
+            return random.uniform(float(d[0]), float(d[1]))
+        return float(d or 0.0)
+
+    def ensure_active(self) -> str | None:
+        """Wake the compute if needed; an error message when the wake fails."""
+        with self._lock:
+            if self.state == "active":
+                return None
+            if self._fail_next > 0:
+                self._fail_next -= 1
+                self.counters["failed_wakes"] += 1
+                return COULD_NOT_CONNECT
+            self.state = "starting"
+            started = time.monotonic()
+            try:
+                self.postgres.start()
+                if self.pgbouncer is not None:
+                    self.pgbouncer.start()
+            except Exception:
+                log.exception("wake failed")
+                self._stop_servers("immediate")
+                self.state = "suspended"
+                return COULD_NOT_CONNECT
+            time.sleep(self._delay())
+            self.last_wake_seconds = time.monotonic() - started
+            self.counters["wakes"] += 1
+            self._last_activity = time.monotonic()
+            self.state = "active"
+            return None
+
+    def _stop_servers(self, mode: str) -> None:
+        if self._monitor_conn is not None:
+            try:
+                self._monitor_conn.close()
+            except Exception:
+                pass
+            self._monitor_conn = None
+        if self.pgbouncer is not None:
+            self.pgbouncer.kill()
+        self.postgres.stop(mode)
+
+    def suspend(self) -> None:
+        """Suspend as Neon does: kill PgBouncer, fast-shutdown PostgreSQL."""
+        with self._lock:
+            if self.state != "active":
+                return
+            self._stop_servers("fast")
+            self.state = "suspended"
+            self.counters["suspensions"] += 1
+
+    def crash(self) -> None:
+        """Stop at once: PgBouncer killed, PostgreSQL immediate shutdown."""
+        with self._lock:
+            self._stop_servers("immediate")
+            self.state = "suspended"
+            self.counters["crashes"] += 1
+
+    def fail_next_wakes(self, n: int) -> None:
+        with self._lock:
+            self._fail_next = int(n)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop_servers("fast")
+            self.state = "closed"
+
+    def note_connection(self) -> None:
+        self.counters["connections"] += 1
+        self._last_activity = time.monotonic()
+
+    # -- the compute monitor ------------------------------------------------
+    def _busy(self) -> bool:
+        import psycopg
+
+        if self._monitor_conn is None or self._monitor_conn.closed:
+            self._monitor_conn = psycopg.connect(self.postgres.conninfo, autocommit=True,
+                                                 application_name="compute_monitor")
+        return self._monitor_conn.execute(_BUSY_SQL).fetchone()[0] > 0
+
+    def monitor(self) -> None:
+        """Suspend after ``suspend_after`` seconds without activity."""
+        while True:
+            time.sleep(self.monitor_interval)
+            with self._lock:
+                if self.state == "closed":
+                    return
+                if self.state != "active" or self.suspend_after is None:
+                    continue
+                try:
+                    if self._busy():
+                        self._last_activity = time.monotonic()
+                except Exception:
+                    log.exception("compute monitor query failed")
+                    self._monitor_conn = None
+                    continue
+                if time.monotonic() - self._last_activity >= self.suspend_after:
+                    log.info("no activity for %.1f s: suspending", self.suspend_after)
+                    self.suspend()
+
+    def status(self) -> dict:
+        return {"state": self.state, **self.counters, "last_wake_seconds": self.last_wake_seconds}
+
+
+class Endpoint:
+    """A TCP listener that wakes the compute and relays to a backend socket."""
+
+    def __init__(self, compute: Compute, name: str, backend: Path | None, missing: str | None = None):
+        self.compute, self.name, self.backend, self.missing = compute, name, backend, missing
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
+        self.port = self.sock.getsockname()[1]
+
+    def serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return  # listener closed
+            threading.Thread(target=self._handle, args=(client,), daemon=True,
+                             name=f"{self.name}-conn").start()
+
+    def _refuse(self, client: socket.socket, message: str) -> None:
+        try:
+            client.sendall(wire.error_response(message))
+        finally:
+            client.close()
+
+    def _handle(self, client: socket.socket) -> None:
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            code, packet = wire.read_startup(client)
+        except (wire.ProtocolError, OSError):
+            client.close()
+            return
+        if code == wire.CANCEL_REQUEST:
+            if self.compute.state != "active" or self.backend is None:
+                client.close()  # nothing to cancel; never wake a compute for a cancel
+                return
+        else:
+            self.compute.note_connection()
+            if self.missing:
+                return self._refuse(client, self.missing)
+            error = self.compute.ensure_active()
+            if error:
+                return self._refuse(client, error)
+        server = socket.socket(socket.AF_UNIX)
+        try:
+            server.connect(str(self.backend))
+            server.sendall(packet)
+        except OSError:
+            server.close()
+            return self._refuse(client, COULD_NOT_CONNECT)
+        relay(client, server, name=self.name)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def main(argv: list[str]) -> None:
+    cfg = json.loads(argv[0])
+    logging.basicConfig(filename=str(Path(cfg["run_dir"]) / "compute.log"), level=logging.INFO,
+                        format="%(asctime)s %(threadName)s %(levelname)s %(message)s")
+    out = sys.stdout
+    try:
+        compute = Compute(cfg)
+        run_dir = Path(cfg["run_dir"])
+        direct = Endpoint(compute, "direct", run_dir / f".s.PGSQL.{compute.postgres.port}")
+        if compute.pgbouncer is not None:
+            pooled = Endpoint(compute, "pooled", compute.pgbouncer.socket_path)
+        else:
+            pooled = Endpoint(compute, "pooled", None, missing=(
+                "PgBouncer is not installed, so this local compute has no pooled endpoint: "
+                f"{PGBOUNCER_INSTALL_HINT}, or use the direct URL"))
+    except Exception as exc:
+        log.exception("start-up failed")
+        out.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
+        out.flush()
+        return
+
+    for target in (direct.serve, pooled.serve, compute.monitor):
+        threading.Thread(target=target, daemon=True).start()
+    if cfg.get("start_active"):
+        compute.ensure_active()
+
+    def shutdown(*_: object) -> None:
+        direct.close()
+        pooled.close()
+        compute.close()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    out.write(json.dumps({"ready": True, "direct_port": direct.port, "pooled_port": pooled.port,
+                          "server_conninfo": compute.postgres.conninfo}) + "\n")
+    out.flush()
+
+    commands = {
+        "status": lambda _: None,
+        "suspend": lambda _: compute.suspend(),
+        "crash": lambda _: compute.crash(),
+        "wake": lambda _: compute.ensure_active(),
+        "fail_next_wakes": lambda msg: compute.fail_next_wakes(msg["n"]),
+    }
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if msg["cmd"] == "close":
+            break
+        try:
+            result = commands[msg["cmd"]](msg)
+            reply = {"ok": True, "result": result, **compute.status()}
+        except Exception as exc:  # reported to the caller, never fatal to the proxy
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", **compute.status()}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+    direct.close()
+    pooled.close()
+    compute.close()
+    out.write(json.dumps({"ok": True, "closed": True}) + "\n")
+    out.flush()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

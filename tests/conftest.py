@@ -1,0 +1,85 @@
+"""Fixtures: the suite starts its own local compute (real PostgreSQL + PgBouncer).
+
+``compute`` is one shared compute that never suspends on its own; tests of the
+lifecycle make their own with ``make_compute``. After the run, no server process
+or listening port of ours may remain.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from neon_notebook.local import LocalCompute
+from neon_notebook.local.binaries import PGBOUNCER_INSTALL_HINT, find_pgbouncer
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def compute():
+    with LocalCompute(suspend_after=None, start_active=True) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def direct_url(compute):
+    return compute.direct_url
+
+
+@pytest.fixture(scope="session")
+def pooled_url(compute, pgbouncer):
+    return compute.pooled_url
+
+
+@pytest.fixture(scope="session")
+def pgbouncer():
+    """PgBouncer's path; a test needing it fails under CI=true when it is missing."""
+    path = find_pgbouncer()
+    if path is None:
+        message = f"PgBouncer is not installed: {PGBOUNCER_INSTALL_HINT}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def make_compute():
+    """Factory for computes with their own lifecycle settings, closed after the test."""
+    made: list[LocalCompute] = []
+
+    def make(**kwargs) -> LocalCompute:
+        kwargs.setdefault("monitor_interval", 0.2)
+        c = LocalCompute(**kwargs)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def _leftovers() -> list[str]:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "neon-local-" in cmd or "neon_notebook.local.daemon" in cmd:
+            found.append(f"process {proc.info['pid']}: {cmd[:120]}")
+    return found
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Crash, restart and close must leave no server process behind."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while (left := _leftovers()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if left:
+        print("\nLeft behind by the test run:\n  " + "\n  ".join(left))
+        session.exitstatus = 1
