@@ -2,11 +2,59 @@
 
 Cold-start-aware sessions over Neon's pooled and direct endpoints, fast readers
 into Arrow, pandas and polars, notebook widgets, and a local compute that scales
-to zero like Neon's (``neon_notebook.local``).
+to zero like Neon's (``neon_notebook.local``)::
+
+    import neon_notebook as nn
+    session = nn.connect()            # DATABASE_URL / DIRECT_URL, as Prisma reads them
+    session.warm_up()                 # wake the compute before the analysis
+    with session.connection() as conn:
+        conn.execute("select 1")
+
+Names load on first use, so ``import neon_notebook`` stays fast.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_EXPORTS = {
+    "connect": "session",
+    "Session": "session",
+    "WarmUpReport": "session",
+    "ComputeState": "state",
+    "StateChange": "state",
+    "Settings": "settings",
+    "Endpoint": "settings",
+    "NeonError": "errors",
+    "ConfigurationError": "errors",
+    "ConnectError": "errors",
+    "PermanentConnectError": "errors",
+    "WakeTimeout": "errors",
+    "PoolExhausted": "errors",
+    "ResultInterrupted": "errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from .errors import (ConfigurationError, ConnectError, NeonError, PermanentConnectError,
+                         PoolExhausted, ResultInterrupted, WakeTimeout)
+    from .session import Session, WarmUpReport, connect
+    from .settings import Endpoint, Settings
+    from .state import ComputeState, StateChange
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'neon_notebook' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,123 @@
+"""Opening one connection to an endpoint: cold-start retries, pooler-safe settings.
+
+On the pooled endpoint (PgBouncer in transaction mode) session state does not
+survive a transaction and startup ``options`` are refused, so the schema and the
+statement timeout are set with ``SET LOCAL`` at the start of every transaction,
+sent with the ``BEGIN`` in the same round trip; prepared statements are off. On
+the direct endpoint they are ordinary session settings, set once per connection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import socket
+from typing import Any, Callable
+
+import psycopg
+from psycopg import generators, pq, sql
+
+from .retry import Attempts, Deadline, Verdict, retry_call
+from .settings import Endpoint, Settings
+
+
+class NeonConnection(psycopg.Connection):
+    """A psycopg connection that can open every transaction with ``SET LOCAL``s.
+
+    The ``SET LOCAL`` statements ride in the same simple-protocol message as
+    psycopg's ``BEGIN`` (in a pipeline, they are queued after it), so they cost
+    no extra round trip.
+    """
+
+    _tx_statements: tuple[bytes, ...] = ()
+
+    def _get_tx_start_command(self) -> bytes:
+        begin = super()._get_tx_start_command()
+        return b"; ".join((begin, *self._tx_statements)) if self._tx_statements else begin
+
+    def _exec_command(self, command: Any, result_format: pq.Format = pq.Format.TEXT) -> Any:
+        if not self._tx_statements or command != self._get_tx_start_command():
+            return (yield from super()._exec_command(command, result_format))
+        if self._pipeline:
+            result = yield from super()._exec_command(super()._get_tx_start_command())
+            for statement in self._tx_statements:
+                result = yield from super()._exec_command(statement)
+            return result
+        self._check_connection_ok()
+        self.pgconn.send_query(command)
+        results = yield from generators.execute(self.pgconn)
+        for result in results:
+            if result.status != pq.ExecStatus.COMMAND_OK:
+                raise psycopg.errors.error_from_result(result, encoding=self.pgconn._encoding)
+        return results[-1]
+
+
+def _session_settings(settings: Settings) -> list[tuple[str, str]]:
+    found = []
+    if settings.schema:
+        found.append(("search_path", sql.Identifier(settings.schema).as_string(None)))
+    if settings.statement_timeout:
+        found.append(("statement_timeout", str(round(settings.statement_timeout * 1000))))
+    return found
+
+
+def _addresses(host: str, port: int) -> list[str | None]:
+    """Resolve once, so that each attempt tries one address and the deadline holds.
+
+    libpq tries every address a name resolves to, each with its own
+    connect_timeout; pinning ``hostaddr`` bounds one attempt to one timeout.
+    """
+    if host.startswith("/") or "," in host:
+        return [None]
+    try:
+        ipaddress.ip_address(host)
+        return [None]
+    except ValueError:
+        pass
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos)) or [None]
+
+
+def open_connection(
+    endpoint: Endpoint,
+    settings: Settings,
+    *,
+    on_attempt: Callable[[int], None] | None = None,
+    on_retry: Callable[[int, BaseException, Verdict, float], None] | None = None,
+    attempts: Attempts | None = None,
+) -> NeonConnection:
+    """Connect, retrying transient failures until ``settings.wake_timeout``."""
+    deadline = Deadline(settings.wake_timeout)
+    addresses: itertools.cycle | None = None
+    counter = itertools.count(1)
+    kwargs: dict[str, Any] = {"autocommit": False}
+    if endpoint.pooled:
+        kwargs["prepare_threshold"] = None
+
+    def attempt(timeout: float) -> NeonConnection:
+        nonlocal addresses
+        if on_attempt is not None:
+            on_attempt(next(counter))
+        if addresses is None:
+            addresses = itertools.cycle(_addresses(endpoint.host, endpoint.port))
+        hostaddr = next(addresses)
+        overrides: dict[str, Any] = {"connect_timeout": timeout}
+        if hostaddr is not None:
+            overrides["hostaddr"] = hostaddr
+        return NeonConnection.connect(endpoint.conninfo(**overrides), **kwargs)
+
+    conn = retry_call(attempt, deadline=deadline, attempt_timeout=settings.connect_timeout,
+                      on_retry=on_retry, attempts=attempts, secrets=endpoint.secrets)
+    pairs = _session_settings(settings)
+    if pairs and endpoint.pooled:
+        conn._tx_statements = tuple(f"SET LOCAL {name} TO {value}".encode() for name, value in pairs)
+    elif pairs:
+        try:
+            conn.execute(
+                "SELECT " + ", ".join("set_config(%s, %s, false)" for _ in pairs),
+                [item for pair in pairs for item in pair])
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+    return conn

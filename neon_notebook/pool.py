@@ -1,0 +1,165 @@
+"""A small connection pool that never connects, pings or refills on its own.
+
+Why not ``psycopg_pool.ConnectionPool``: it grows in background worker threads
+with its own reconnect policy, so a waiting caller sees a ``PoolTimeout`` instead
+of the real connect error (a wrong password waits the whole timeout), and its
+workers keep reconnecting — waking a suspended Neon compute nobody asked for.
+Here every connection is opened in the caller's thread, by the caller's
+retry-aware ``connect``, only when the caller needs one. There are no threads to
+join at exit.
+
+Checkout is careful instead of chatty: a connection idle past ``max_idle`` (set
+below the compute's suspend window) is retired unseen; one whose socket has
+something to read while idle (a 57P01 or an EOF from a suspension) is dropped
+without a round trip; one idle longer than ``ping_after`` is pinged first.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+from .errors import PoolExhausted
+
+log = logging.getLogger("neon_notebook")
+
+
+def is_dead(conn: psycopg.Connection) -> bool:
+    """True when an idle connection was closed by the server, found without a round trip."""
+    if conn.closed or conn.broken:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    if not readable:
+        return False
+    # An idle connection only gets data when the server is telling it goodbye
+    # (or a NOTIFY); let libpq read it and see whether the connection survived.
+    try:
+        conn.pgconn.consume_input()
+    except psycopg.OperationalError:
+        return True
+    return conn.pgconn.status != psycopg.pq.ConnStatus.OK
+
+
+def ping(conn: psycopg.Connection) -> None:
+    """One round trip; raises when the connection is unusable."""
+    conn.execute("")
+
+
+class Pool:
+    """At most ``max_size`` connections from ``connect``, reused newest first."""
+
+    def __init__(self, name: str, connect: Callable[[], psycopg.Connection], *, max_size: int,
+                 timeout: float | None, max_idle: float | None, ping_after: float = 60.0) -> None:
+        self.name, self.max_size, self.timeout = name, max_size, timeout
+        self.max_idle, self.ping_after = max_idle, ping_after
+        self._connect = connect
+        self._idle: deque[tuple[psycopg.Connection, float]] = deque()
+        self._slots = threading.BoundedSemaphore(max_size)
+        self._lock = threading.Lock()
+        self._in_use = 0
+        self._closed = False
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """Borrow a connection: commit at exit, roll back on an exception, then return it."""
+        conn = self.getconn()
+        try:
+            yield conn
+            if conn.info.transaction_status == TransactionStatus.INTRANS:
+                conn.commit()  # a failing commit raises here, to the caller
+        except BaseException:
+            self.putconn(conn)
+            raise
+        else:
+            self.putconn(conn)
+
+    def getconn(self) -> psycopg.Connection:
+        if self._closed:
+            raise psycopg.OperationalError(f"the {self.name} pool is closed")
+        if not self._slots.acquire(timeout=self.timeout if self.timeout is not None else -1):
+            raise PoolExhausted(pool_size=self.max_size, timeout=self.timeout)
+        try:
+            conn = self._reuse() or self._connect()
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._lock:
+            self._in_use += 1
+        return conn
+
+    def _reuse(self) -> psycopg.Connection | None:
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                conn, returned = self._idle.pop()
+            idle_for = time.monotonic() - returned
+            if (self.max_idle is not None and idle_for > self.max_idle) or is_dead(conn):
+                conn.close()
+                continue
+            if idle_for > self.ping_after:
+                try:
+                    ping(conn)
+                except psycopg.Error:
+                    conn.close()
+                    continue
+            return conn
+
+    def putconn(self, conn: psycopg.Connection) -> None:
+        """Return a connection, rolling back what is open; kept only if clean."""
+        with self._lock:
+            self._in_use -= 1
+        try:
+            if self._closed or not self._reset(conn):
+                conn.close()
+            else:
+                with self._lock:
+                    self._idle.append((conn, time.monotonic()))
+        finally:
+            self._slots.release()
+
+    @staticmethod
+    def _reset(conn: psycopg.Connection) -> bool:
+        if conn.closed or conn.broken:
+            return False
+        status = conn.info.transaction_status
+        try:
+            if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+                conn.rollback()
+            elif status != TransactionStatus.IDLE:
+                return False  # a query still running (interrupted read): don't reuse
+            if conn.autocommit:
+                conn.autocommit = False
+        except psycopg.Error:
+            return False
+        return conn.info.transaction_status == TransactionStatus.IDLE
+
+    def close(self) -> None:
+        """Close idle connections now; borrowed ones close when they come back."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = list(self._idle), deque()
+        for conn, _ in idle:
+            conn.close()
+
+    def __repr__(self) -> str:
+        return f"<Pool {self.name} size={self.max_size} in_use={self._in_use} idle={len(self._idle)}>"

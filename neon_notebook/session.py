@@ -1,0 +1,284 @@
+"""``Session``: a notebook's handle on one Neon database, its two pools and its state.
+
+The session opens nothing until asked. Queries go to the pooled endpoint
+(``connection()``), DDL and session work to the direct one (``direct()``).
+Connecting rides out cold starts (see ``retry``); reads cut by a suspension
+before any row reached the caller are retried once; writes never are.
+It never pings, refills or keeps a compute awake on its own: an idle
+notebook lets its compute suspend — except for ``keep_warm(minutes)``, which the
+user asks for and which ends by itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import weakref
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import psycopg
+
+from .connection import open_connection
+from .errors import ConnectError, NeonError
+from .pool import Pool
+from .retry import Attempts, Verdict, classify
+from .settings import Endpoint, Settings, redact, resolve, summary
+from .state import ComputeState, StateChange, StateTracker
+
+log = logging.getLogger("neon_notebook")
+
+#: Neon's default: a compute suspends after 5 minutes without activity.
+NEON_SUSPEND_AFTER = 300.0
+
+
+@dataclass(frozen=True)
+class WarmUpReport:
+    """What a warm-up took: attempts, seconds to the first answer, one ping's latency."""
+
+    endpoint: str  # summary of the endpoint warmed (no password)
+    attempts: int
+    elapsed: float  # seconds from the first attempt to the first answer
+    ping: float  # seconds for one round trip once connected
+    server_version: str
+    woke: bool  # True when the compute was not known to be awake before
+
+    def __str__(self) -> str:
+        return (f"{self.endpoint}: answered after {self.elapsed:.2f} s in {self.attempts} "
+                f"attempt{'s' if self.attempts != 1 else ''}; ping {self.ping * 1e3:.1f} ms; "
+                f"PostgreSQL {self.server_version}")
+
+
+@dataclass(frozen=True)
+class QueryStats:
+    """The last read: rows, bytes, seconds."""
+
+    rows: int
+    bytes: int
+    seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+
+class Session:
+    """Pooled and direct connections to one database, with cold-start handling."""
+
+    def __init__(self, settings: Settings, *, suspend_after: float | None = NEON_SUSPEND_AFTER) -> None:
+        self.settings = settings
+        self.suspend_after = suspend_after
+        self._tracker = StateTracker(suspend_after)
+        # Retire idle connections before the compute's suspend window ends,
+        # so a connection killed by a suspension is never handed out.
+        max_idle = None if suspend_after is None else max(1.0, suspend_after * 0.8)
+        self._pools: dict[str, Pool] = {}
+        for role in ("pooled", "direct"):
+            endpoint = self._endpoint(role)
+            self._pools[role] = Pool(role, self._connector(endpoint), max_size=settings.pool_size,
+                                     timeout=settings.pool_timeout, max_idle=max_idle)
+        self.last_ping: float | None = None
+        self.last_query: QueryStats | None = None
+        self.last_error: str | None = None
+        self._keep_warm: threading.Event | None = None
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _close_pools, list(self._pools.values()), self._tracker)
+        atexit.register(self._finalizer)
+
+    # -- endpoints and state -------------------------------------------------
+    def _endpoint(self, role: str) -> Endpoint:
+        endpoint = getattr(self.settings, role) or self.settings.direct or self.settings.pooled
+        assert endpoint is not None
+        return endpoint
+
+    @property
+    def state(self) -> ComputeState:
+        """What the session last saw of the compute (no query is sent to find out)."""
+        return self._tracker.state
+
+    @property
+    def state_detail(self) -> str | None:
+        return self._tracker.detail
+
+    def observe(self, observer: Callable[[StateChange], None]) -> Callable[[], None]:
+        """Call ``observer(change)`` on every state change, from any thread; returns an unsubscribe."""
+        return self._tracker.observe(observer)
+
+    def _set_state(self, state: ComputeState, detail: str | None = None) -> None:
+        if state is ComputeState.ERROR:
+            self.last_error = detail
+        self._tracker.set(state, detail)
+
+    def _connector(self, endpoint: Endpoint) -> Callable[[], psycopg.Connection]:
+        def connect() -> psycopg.Connection:
+            attempts = Attempts()
+            was = self.state
+
+            def on_attempt(n: int) -> None:
+                if n == 1 and self.state is not ComputeState.ACTIVE:
+                    self._set_state(ComputeState.WAKING, f"connecting to {summary(endpoint)}")
+
+            def on_retry(n: int, exc: BaseException, verdict: Verdict, delay: float) -> None:
+                log.info("attempt %d to %s failed (%s); retrying in %.2f s", n, summary(endpoint),
+                         verdict.reason, delay)
+                self._set_state(ComputeState.WAKING, verdict.reason)
+
+            try:
+                conn = open_connection(endpoint, self.settings, on_attempt=on_attempt,
+                                       on_retry=on_retry, attempts=attempts)
+            except ConnectError as exc:
+                self._set_state(ComputeState.ERROR, str(exc))
+                raise
+            conn._nn_attempts = attempts  # read by warm_up
+            conn._nn_woke = was is not ComputeState.ACTIVE
+            self._set_state(ComputeState.ACTIVE)
+            return conn
+
+        return connect
+
+    # -- connections ---------------------------------------------------------
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A connection to the pooled endpoint; committed at exit, rolled back on error."""
+        with self._borrow("pooled") as conn:
+            yield conn
+
+    @contextmanager
+    def direct(self) -> Iterator[psycopg.Connection]:
+        """A connection to the direct endpoint, for DDL, migrations and session state."""
+        with self._borrow("direct") as conn:
+            yield conn
+
+    @contextmanager
+    def _borrow(self, role: str) -> Iterator[psycopg.Connection]:
+        if self._closed:
+            raise NeonError("this session is closed; make a new one with neon_notebook.connect()")
+        with self._pools[role].connection() as conn:
+            try:
+                yield conn
+            except psycopg.OperationalError as exc:
+                if conn.broken:
+                    self._connection_lost(exc)
+                raise
+            else:
+                self._set_state(ComputeState.ACTIVE)
+
+    def _connection_lost(self, exc: BaseException) -> None:
+        verdict = classify(exc)
+        if verdict.transient:
+            self._set_state(ComputeState.SUSPENDED, verdict.reason)
+
+    # -- warm-up -------------------------------------------------------------
+    def warm_up(self, background: bool = False, *, direct: bool = False) -> WarmUpReport | Future:
+        """Wake the compute and wait until it answers; returns what it took.
+
+        ``background=True`` returns a ``concurrent.futures.Future`` at once, so the
+        next cell finds the compute awake. ``direct=True`` warms the direct
+        endpoint instead of the pooled one (both reach the same compute).
+        """
+        role = "direct" if direct else "pooled"
+        if not background:
+            return self._warm(role)
+        future: Future = Future()
+
+        def run() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(self._warm(role))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+        threading.Thread(target=run, name="neon-warm-up", daemon=True).start()
+        return future
+
+    def _warm(self, role: str) -> WarmUpReport:
+        started = time.monotonic()
+        with self._borrow(role) as conn:
+            attempts: Attempts | None = getattr(conn, "_nn_attempts", None)
+            woke = getattr(conn, "_nn_woke", False)
+            conn._nn_attempts = None  # a reused connection reports 0 attempts next time
+            elapsed = time.monotonic() - started
+            ping_started = time.perf_counter()
+            conn.execute("")
+            ping = time.perf_counter() - ping_started
+            version = conn.info.parameter_status("server_version") or ""
+        self.last_ping = ping
+        return WarmUpReport(summary(self._endpoint(role)), attempts.count if attempts else 0,
+                            elapsed, ping, version, woke)
+
+    def keep_warm(self, minutes: float) -> None:
+        """Keep the compute awake for ``minutes`` (billed!), then let it suspend; 0 stops now."""
+        if self._keep_warm is not None:
+            self._keep_warm.set()
+            self._keep_warm = None
+        if minutes <= 0:
+            return
+        stop = threading.Event()
+        self._keep_warm = stop
+        until = time.monotonic() + minutes * 60
+        interval = 60.0 if self.suspend_after is None else max(1.0, min(60.0, self.suspend_after / 3))
+
+        def run() -> None:
+            while not stop.wait(min(interval, max(0.0, until - time.monotonic()))):
+                if time.monotonic() >= until:
+                    return
+                try:
+                    with self._borrow("pooled") as conn:
+                        conn.execute("")
+                except Exception as exc:  # keep trying until the time is up
+                    log.warning("keep-warm ping failed: %s", redact(str(exc), *self._secrets()))
+
+        threading.Thread(target=run, name="neon-keep-warm", daemon=True).start()
+
+    # -- housekeeping ----------------------------------------------------------
+    def _secrets(self) -> tuple[str, ...]:
+        return tuple(s for role in ("pooled", "direct") for s in self._endpoint(role).secrets)
+
+    def pool_stats(self) -> dict[str, dict[str, int]]:
+        """Per pool: its size, connections in use, idle connections."""
+        return {role: {"size": p.max_size, "in_use": p.in_use, "idle": p.idle}
+                for role, p in self._pools.items()}
+
+    def close(self) -> None:
+        """Close both pools (borrowed connections close when returned); idempotent."""
+        self._closed = True
+        self.keep_warm(0)
+        self._finalizer()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        pooled, direct = self._endpoint("pooled"), self._endpoint("direct")
+        where = summary(pooled) if pooled == direct else f"{summary(pooled)}, {summary(direct)}"
+        return f"<Session {where} state={self.state}>"
+
+
+def _close_pools(pools: list[Pool], tracker: StateTracker) -> None:
+    tracker.close()
+    for pool in pools:
+        pool.close()
+
+
+def connect(url: str | None = None, *, direct_url: str | None = None, schema: str | None = None,
+            connect_timeout: float | None = None, wake_timeout: float | None = None,
+            pool_size: int | None = None, pool_timeout: float | None = None,
+            statement_timeout: float | None = None, suspend_after: float | None = NEON_SUSPEND_AFTER,
+            **resolve_kwargs: Any) -> Session:
+    """A ``Session`` for a Neon database; nothing is opened until first use.
+
+    With no ``url``, ``DATABASE_URL`` and ``DIRECT_URL`` come from the
+    environment or a ``.env`` file, as Prisma reads them. ``suspend_after`` is
+    the compute's suspend window (Neon's default 300 s; ``None`` if disabled).
+    """
+    settings = resolve(url, direct_url=direct_url, schema=schema, connect_timeout=connect_timeout,
+                       wake_timeout=wake_timeout, pool_size=pool_size, pool_timeout=pool_timeout,
+                       statement_timeout=statement_timeout, **resolve_kwargs)
+    return Session(settings, suspend_after=suspend_after)
