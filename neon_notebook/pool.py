@@ -10,8 +10,8 @@ join at exit.
 
 Checkout is careful instead of chatty: a connection idle past ``max_idle`` (set
 below the compute's suspend window) is retired unseen; one whose socket has
-something to read while idle (a 57P01 or an EOF from a suspension) is dropped
-without a round trip; one idle longer than ``ping_after`` is pinged first.
+something to read while idle (a 57P01 or an EOF from a suspension), or that
+idled longer than ``ping_after``, is pinged first and dropped if dead.
 """
 
 from __future__ import annotations
@@ -32,23 +32,19 @@ from .errors import PoolExhausted
 log = logging.getLogger("neon_notebook")
 
 
-def is_dead(conn: psycopg.Connection) -> bool:
-    """True when an idle connection was closed by the server, found without a round trip."""
+def has_news(conn: psycopg.Connection) -> bool:
+    """True when an idle connection is closed or has unread data, found without a round trip.
+
+    An idle connection only receives data when the server says goodbye (57P01
+    and EOF on a suspension) or sends a NOTIFY; either way it deserves a ping.
+    """
     if conn.closed or conn.broken:
         return True
     try:
         readable, _, _ = select.select([conn.fileno()], [], [], 0)
     except (OSError, ValueError):
         return True
-    if not readable:
-        return False
-    # An idle connection only gets data when the server is telling it goodbye
-    # (or a NOTIFY); let libpq read it and see whether the connection survived.
-    try:
-        conn.pgconn.consume_input()
-    except psycopg.OperationalError:
-        return True
-    return conn.pgconn.status != psycopg.pq.ConnStatus.OK
+    return bool(readable)
 
 
 def ping(conn: psycopg.Connection) -> None:
@@ -113,10 +109,10 @@ class Pool:
                     return None
                 conn, returned = self._idle.pop()
             idle_for = time.monotonic() - returned
-            if (self.max_idle is not None and idle_for > self.max_idle) or is_dead(conn):
+            if (self.max_idle is not None and idle_for > self.max_idle) or conn.closed:
                 conn.close()
                 continue
-            if idle_for > self.ping_after:
+            if idle_for > self.ping_after or has_news(conn):
                 try:
                     ping(conn)
                 except psycopg.Error:
