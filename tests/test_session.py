@@ -334,3 +334,39 @@ def test_password_never_shown(compute, session_for, caplog):
     texts += [str(err.value), caplog.text]
     for text in texts:
         assert secret not in text
+
+
+@pytest.mark.parametrize("source", ["PGPASSWORD", "PGPASSFILE"])
+def test_password_left_out_of_the_url_is_found_by_libpq(compute, tmp_path, monkeypatch, source):
+    secret = password_of(compute)
+    url = compute.direct_url.replace(f":{secret}@", "@")
+    assert secret not in url
+    if source == "PGPASSWORD":
+        monkeypatch.setenv("PGPASSWORD", secret)
+    else:
+        passfile = tmp_path / "pgpass"
+        passfile.write_text(f"127.0.0.1:*:*:postgres:{secret}\n")
+        passfile.chmod(0o600)
+        monkeypatch.setenv("PGPASSFILE", str(passfile))
+    with nn.connect(url, suspend_after=None) as session:
+        with session.direct() as conn:
+            assert conn.execute("select current_user").fetchone() == ("postgres",)
+
+
+def test_malformed_url_fails_at_once():
+    started = time.monotonic()
+    for bad in ("postgresql://u:p@host:99999/db", "mysql://u:p@host/db", "postgresql://u:p@/db",
+                "postgresql://u:p@h/db?connection_limit=lots"):
+        with pytest.raises(nn.ConfigurationError):
+            nn.connect(bad)
+    assert time.monotonic() - started < 1
+
+
+def test_unknown_host_is_permanent():
+    session = nn.connect("postgresql://u:pw@no-such-host.invalid/db", suspend_after=None)
+    started = time.monotonic()
+    with pytest.raises(nn.PermanentConnectError, match="host"):
+        with session.direct():
+            pass
+    assert time.monotonic() - started < 5
+    session.close()
