@@ -8,6 +8,7 @@ or listening port of ours may remain.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -15,6 +16,11 @@ from neon_notebook.local import LocalCompute
 from neon_notebook.local.binaries import PGBOUNCER_INSTALL_HINT, find_pgbouncer
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Every compute of this run (subprocesses too) lives under one directory, so the
+# leftover check below sees this run's servers only, not a neighbour's.
+RUN_DIR = tempfile.mkdtemp(prefix="nn-tests-")
+os.environ["TMPDIR"] = tempfile.tempdir = RUN_DIR
 
 
 @pytest.fixture(scope="session")
@@ -62,12 +68,14 @@ def make_compute():
 
 
 def _leftovers() -> list[str]:
+    """Servers under this run's directory, and any process this run started."""
     import psutil
 
+    ours = {p.pid for p in psutil.Process().children(recursive=True)}
     found = []
-    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
         cmd = " ".join(proc.info["cmdline"] or [])
-        if "neon-local-" in cmd or "neon_notebook.local.daemon" in cmd:
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and (RUN_DIR in cmd or proc.info["pid"] in ours):
             found.append(f"process {proc.info['pid']}: {cmd[:120]}")
     return found
 
@@ -83,3 +91,7 @@ def pytest_sessionfinish(session, exitstatus):
     if left:
         print("\nLeft behind by the test run:\n  " + "\n  ".join(left))
         session.exitstatus = 1
+    else:
+        import shutil
+
+        shutil.rmtree(RUN_DIR, ignore_errors=True)

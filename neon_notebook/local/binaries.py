@@ -74,12 +74,14 @@ def service_user() -> str | None:
     return SERVICE_USER
 
 
-def make_traversable(path: Path) -> None:
-    """Let the service user reach ``path`` and run the binaries below it."""
+def make_traversable(path: Path, recursive: bool = True) -> None:
+    """Let the service user reach ``path`` (and, if recursive, run the binaries below it)."""
     import stat
 
     utils = _pgserver_utils()
     utils.ensure_prefix_permissions(path)
-    utils.ensure_folder_permissions(
-        path, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
-    )
+    rx = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+    if recursive:
+        utils.ensure_folder_permissions(path, rx)
+    else:
+        path.chmod(path.stat().st_mode | rx)

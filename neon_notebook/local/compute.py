@@ -54,6 +54,7 @@ class LocalCompute:
         password: str | None = None,
         monitor_interval: float = 0.5,
     ) -> None:
+        self._direct_port = self._pooled_port = 0
         bin_dir = postgres_bin_dir(pg_bin, postgres_version)
         user = service_user()
         self._password = password or secrets.token_urlsafe(18)
@@ -65,9 +66,9 @@ class LocalCompute:
         os.chmod(data, 0o700)
         if user is not None:
             make_traversable(bin_dir.parent)
+            make_traversable(self._tmp, recursive=False)
             for path in (self._tmp, run_dir, data):
                 shutil.chown(path, user, user)
-            os.chmod(self._tmp, 0o755)
         bouncer = find_pgbouncer(pgbouncer)
         self.has_pooler = bouncer is not None
         cfg = {
