@@ -240,3 +240,43 @@ def test_cli_prints_urls_and_stops_on_interrupt():
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "1 wakes" in out
+
+
+def test_servers_stop_when_the_owning_process_dies():
+    """A notebook kernel killed with SIGKILL must not leave PostgreSQL running."""
+    import psutil
+    import signal
+
+    script = (
+        "import psycopg, sys, time\n"
+        "from neon_notebook.local import LocalCompute\n"
+        "c = LocalCompute(suspend_after=None)\n"
+        "psycopg.connect(c.direct_url).close()\n"
+        "print(c._proc.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    daemon_pid = int(owner.stdout.readline())
+    servers = psutil.Process(daemon_pid).children(recursive=True)
+    assert servers
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    assert wait_for(lambda: not psutil.pid_exists(daemon_pid) and
+                    not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in servers))
+
+
+SYSTEM_PG = "/usr/lib/postgresql/15/bin"
+
+
+@pytest.mark.skipif(not __import__("os").path.exists(f"{SYSTEM_PG}/postgres"),
+                    reason="no system PostgreSQL 15 server binaries on this machine")
+def test_system_binaries_when_configured(make_compute):
+    c = make_compute(suspend_after=None, pg_bin=SYSTEM_PG)
+    with psycopg.connect(c.direct_url, connect_timeout=10) as conn:
+        assert conn.info.server_version // 10000 == 15
+
+
+def test_postgres_18_from_the_wheel(make_compute):
+    c = make_compute(suspend_after=None, postgres_version=18)
+    with psycopg.connect(c.direct_url, connect_timeout=10) as conn:
+        assert conn.info.server_version // 10000 == 18
