@@ -19,18 +19,27 @@ import weakref
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import psycopg
 
 from .connection import open_connection
-from .errors import ConnectError, NeonError
+from .errors import ConnectError, NeonError, ResultInterrupted
 from .pool import Pool
 from .retry import Attempts, Verdict, classify
 from .settings import Endpoint, Settings, redact, resolve, summary
 from .state import ComputeState, StateChange, StateTracker
 
+if TYPE_CHECKING:
+    import os
+
+    import pandas as pd
+    import polars as pl
+    import pyarrow as pa
+
 log = logging.getLogger("neon_notebook")
+T = TypeVar("T")
+Progress = Callable[[int, int, "int | None"], object]
 
 #: Neon's default: a compute suspends after 5 minutes without activity.
 NEON_SUSPEND_AFTER = 300.0
@@ -172,6 +181,104 @@ class Session:
         if verdict.transient:
             self._set_state(ComputeState.SUSPENDED, verdict.reason)
 
+    # -- reads ---------------------------------------------------------------
+    def read_arrow(self, sql: str, params: Any = None, *, direct: bool = False,
+                   progress: Progress | None = None) -> pa.Table:
+        """The whole result as a ``pyarrow.Table``, streamed with COPY, exact types."""
+        from . import readers
+
+        return self._read(lambda conn, p: readers.read_arrow(conn, sql, params, progress=p),
+                          direct, progress, lambda t: t.num_rows)
+
+    def read_pandas(self, sql: str, params: Any = None, *, direct: bool = False,
+                    dtype_backend: str = "numpy_nullable", progress: Progress | None = None) -> pd.DataFrame:
+        """The whole result as a ``pandas.DataFrame`` (``dtype_backend``: numpy_nullable or pyarrow)."""
+        from .readers import to_pandas
+
+        return to_pandas(self.read_arrow(sql, params, direct=direct, progress=progress), dtype_backend)
+
+    def read_polars(self, sql: str, params: Any = None, *, direct: bool = False,
+                    progress: Progress | None = None) -> pl.DataFrame:
+        """The whole result as a ``polars.DataFrame``, zero-copy from Arrow where possible."""
+        from .readers import to_polars
+
+        return to_polars(self.read_arrow(sql, params, direct=direct, progress=progress))
+
+    def to_parquet(self, sql: str, path: str | os.PathLike[str], params: Any = None, *,
+                   direct: bool = False, progress: Progress | None = None, **options: Any) -> int:
+        """Stream the result into a Parquet file in bounded memory; returns the row count.
+
+        The file appears only when complete, so an interrupted read leaves none.
+        """
+        from . import readers
+
+        return self._read(lambda conn, p: readers.to_parquet(conn, sql, path, params, progress=p, **options),
+                          direct, progress, lambda rows: rows)
+
+    def iter_batches(self, sql: str, params: Any = None, *, batch_rows: int | None = None,
+                     direct: bool = False, progress: Progress | None = None) -> Iterator[pa.RecordBatch]:
+        """Arrow record batches as they arrive, in memory bounded by ``batch_rows``.
+
+        Stopping early (``close()`` or leaving the loop) cancels the query. If the
+        connection is lost before the first batch, the read is retried once;
+        after that, ``ResultInterrupted`` says how many rows arrived.
+        """
+        from . import readers
+
+        options = {} if batch_rows is None else {"batch_rows": batch_rows}
+        role = "direct" if direct else "pooled"
+        for attempt in (1, 2):
+            tracker = _Tracker(progress)
+            started = time.perf_counter()
+            with self._borrow(role) as conn:
+                stream = readers.iter_batches(conn, sql, params, progress=tracker, **options)
+                try:
+                    with stream:
+                        yield from stream
+                except psycopg.OperationalError as exc:
+                    if not _lost(conn, exc):
+                        raise
+                    if stream.delivered:
+                        raise ResultInterrupted(
+                            f"The connection was lost after {stream.rows_delivered:,} rows had been "
+                            f"delivered ({classify(exc).reason}); the result is incomplete. Run the "
+                            "read again.", rows=stream.rows_delivered) from exc
+                    if attempt == 2:
+                        raise
+                    log.info("read interrupted before any row arrived (%s); retrying once",
+                             classify(exc).reason)
+                    continue
+            self.last_query = QueryStats(stream.rows, stream.bytes, time.perf_counter() - started)
+            return
+
+    def _read(self, run: Callable[[psycopg.Connection, Progress], T], direct: bool,
+              progress: Progress | None, count: Callable[[T], int]) -> T:
+        """Run a whole read, retried once if the connection is lost before it completes.
+
+        Nothing reaches the caller before a whole read completes, so the retry
+        can never duplicate or drop rows.
+        """
+        role = "direct" if direct else "pooled"
+        for attempt in (1, 2):
+            tracker = _Tracker(progress)
+            started = time.perf_counter()
+            lost = False
+            try:
+                with self._borrow(role) as conn:
+                    try:
+                        result = run(conn, tracker)
+                    except psycopg.OperationalError as exc:
+                        lost = _lost(conn, exc)
+                        raise
+            except psycopg.OperationalError as exc:
+                if attempt == 2 or not lost:
+                    raise
+                log.info("read interrupted (%s); retrying once", classify(exc).reason)
+                continue
+            self.last_query = QueryStats(count(result), tracker.bytes, time.perf_counter() - started)
+            return result
+        raise AssertionError("unreachable")
+
     # -- warm-up -------------------------------------------------------------
     def warm_up(self, background: bool = False, *, direct: bool = False) -> WarmUpReport | Future:
         """Wake the compute and wait until it answers; returns what it took.
@@ -259,6 +366,23 @@ class Session:
         pooled, direct = self._endpoint("pooled"), self._endpoint("direct")
         where = summary(pooled) if pooled == direct else f"{summary(pooled)}, {summary(direct)}"
         return f"<Session {where} state={self.state}>"
+
+
+class _Tracker:
+    """Progress callback wrapper that remembers the last counts, for ``last_query``."""
+
+    def __init__(self, inner: Progress | None) -> None:
+        self.inner, self.rows, self.bytes = inner, 0, 0
+
+    def __call__(self, rows: int, nbytes: int, estimate: int | None) -> None:
+        self.rows, self.bytes = rows, nbytes
+        if self.inner is not None:
+            self.inner(rows, nbytes, estimate)
+
+
+def _lost(conn: psycopg.Connection, exc: BaseException) -> bool:
+    """Whether ``exc`` means the connection itself died (suspension, crash, network)."""
+    return (conn.broken or conn.closed) and classify(exc).transient
 
 
 def _close_pools(pools: list[Pool], tracker: StateTracker) -> None:

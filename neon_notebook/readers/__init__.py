@@ -1,0 +1,313 @@
+"""Query results as Arrow, pandas, polars and Parquet, fast, over a psycopg connection.
+
+Every function takes an open ``psycopg.Connection`` (autocommit or not;
+``prepare_threshold=None`` and PgBouncer transaction pooling are fine) and a
+statement with optional parameters, bound client-side by psycopg's literal
+quoting -- never by string formatting::
+
+    from neon_notebook.readers import read_polars, iter_batches
+
+    df = read_polars(conn, "SELECT * FROM trips WHERE city = %s", ["Paris"])
+    with iter_batches(conn, "SELECT * FROM big", batch_rows=50_000) as stream:
+        for batch in stream:          # pyarrow.RecordBatch, bounded memory
+            ...
+
+Queries run as ``COPY (query) TO STDOUT (FORMAT csv)`` parsed by Arrow's C++
+CSV reader with exact column types; statements COPY cannot wrap (SHOW,
+EXPLAIN, utility statements, several statements) run through a row path that
+gives the same types.  The type table is ``TYPES.md`` beside this file.
+
+A read is one transaction (or a savepoint inside the caller's): interrupting
+it (KeyboardInterrupt, Jupyter's stop button) cancels the query on the server
+and leaves the connection idle and usable.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from ._errors import TypeFallbackWarning, UnrepresentableValue
+from ._frames import DtypeBackend, for_parquet, parquet_schema, to_pandas, to_polars
+from ._stream import (
+    DEFAULT_BATCH_BYTES,
+    DEFAULT_BATCH_ROWS,
+    COLLECT_BLOCK_BYTES,
+    Block,
+    Params,
+    ProgressCallback,
+    Query,
+    Reader,
+)
+from ._types import (
+    DATE_INFINITY_DAYS,
+    DATE_NEG_INFINITY_DAYS,
+    TIMESTAMP_INFINITY_US,
+    TIMESTAMP_NEG_INFINITY_US,
+    Column,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import polars as pl
+    import psycopg
+
+__all__ = [
+    "BatchStream",
+    "DATE_INFINITY_DAYS",
+    "DATE_NEG_INFINITY_DAYS",
+    "TIMESTAMP_INFINITY_US",
+    "TIMESTAMP_NEG_INFINITY_US",
+    "TypeFallbackWarning",
+    "UnrepresentableValue",
+    "iter_batches",
+    "read_arrow",
+    "read_pandas",
+    "read_polars",
+    "to_parquet",
+]
+
+
+def _field(col: Column, type_: pa.DataType) -> pa.Field:
+    return pa.field(col.name, type_, metadata={"pg_type": col.kind.pgname})
+
+
+def _empty(kind) -> pa.Array:
+    return pa.array([], pa.string())
+
+
+def _decide(col: Column, chunks: list[pa.Array]) -> pa.DataType:
+    kind = col.kind
+    if not kind.deferred:
+        return kind.arrow_type
+    surveys = [kind.survey(c) for c in chunks] or [kind.survey(_empty(kind))]
+    return kind.decide(functools.reduce(kind.merge, surveys), col.name)
+
+
+def _apply(col: Column, type_: pa.DataType, chunk: pa.Array) -> pa.Array:
+    return col.kind.apply(type_, chunk, col.name) if col.kind.deferred else chunk
+
+
+class BatchStream:
+    """Arrow record batches of one query, in order, as they arrive.
+
+    Iterate it once.  Leaving it early (``close()``, the end of a ``with``
+    block, an exception) cancels the query on the server and leaves the
+    connection usable.  Each batch has at most ``batch_rows`` rows and about
+    ``batch_bytes`` of COPY text; memory stays bounded by a few batches,
+    whatever the result's size.
+
+    The schema is fixed by the first batch (see ``TYPES.md``: an unconstrained
+    ``numeric`` takes the scale its first batch needs); a later value the
+    schema cannot hold raises :class:`UnrepresentableValue`.
+
+    Attributes a caller (e.g. a retry policy) can read at any time:
+
+    ``delivered``       batches handed to the caller so far
+    ``rows_delivered``  rows in those batches
+    ``rows``, ``bytes`` rows and COPY bytes received from the server so far
+    ``estimate``        the planner's row estimate (only with a progress callback)
+    ``schema``          the Arrow schema, once known (after the first batch or the end)
+    ``path``            ``"copy"`` or ``"rows"``, once known
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        query: Query,
+        params: Params = None,
+        *,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+        progress: ProgressCallback | None = None,
+    ):
+        self._reader = Reader(
+            conn, query, params, batch_rows=batch_rows, batch_bytes=batch_bytes, progress=progress
+        )
+        self._blocks = self._reader.blocks()
+        self._types: list[pa.DataType] | None = None
+        self.schema: pa.Schema | None = None
+        self.delivered = 0
+        self.rows_delivered = 0
+        self.closed = False
+
+    rows = property(lambda self: self._reader.rows, doc="Rows received so far.")
+    bytes = property(lambda self: self._reader.bytes, doc="COPY bytes received so far.")
+    estimate = property(lambda self: self._reader.estimate, doc="The planner's row estimate.")
+    path = property(lambda self: self._reader.path, doc='"copy" or "rows".')
+
+    def _fix_schema(self, block: Block | None) -> None:
+        cols = self._reader.columns or []
+        self._types = [
+            _decide(col, block.columns[i] if block else []) for i, col in enumerate(cols)
+        ]
+        self.schema = pa.schema([_field(c, t) for c, t in zip(cols, self._types)])
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> pa.RecordBatch:
+        try:
+            block = next(self._blocks)
+        except StopIteration:
+            self.closed = True
+            if self.schema is None:
+                self._fix_schema(None)
+            raise
+        except BaseException:
+            self.closed = True
+            raise
+        if self._types is None:
+            self._fix_schema(block)
+        cols = self._reader.columns
+        arrays = []
+        for i, (col, type_) in enumerate(zip(cols, self._types)):
+            chunks = [_apply(col, type_, c) for c in block.columns[i]]
+            arrays.append(chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks))
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        self.delivered += 1
+        self.rows_delivered += batch.num_rows
+        return batch
+
+    def read_all(self) -> pa.Table:
+        """The remaining batches as one table."""
+        batches = list(self)
+        return pa.Table.from_batches(batches, schema=self.schema)
+
+    def close(self) -> None:
+        """Stop reading: cancels the query if it is still running."""
+        self._blocks.close()
+        self.closed = True
+
+    def __enter__(self) -> BatchStream:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return (
+            f"<BatchStream {state}: {self.delivered} batches, {self.rows_delivered} rows "
+            f"delivered, {self.rows} received>"
+        )
+
+
+def iter_batches(
+    conn: psycopg.Connection,
+    query: Query,
+    params: Params = None,
+    *,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    progress: ProgressCallback | None = None,
+) -> BatchStream:
+    """The result as a :class:`BatchStream` of ``pyarrow.RecordBatch``, in bounded memory.
+
+    The query starts on the first ``next()``.  ``progress(rows, bytes,
+    estimate)`` is called from the reading thread at most every 0.25 s and at
+    the end; raising from it (e.g. KeyboardInterrupt) cancels the read.
+    """
+    return BatchStream(
+        conn, query, params, batch_rows=batch_rows, batch_bytes=batch_bytes, progress=progress
+    )
+
+
+def read_arrow(
+    conn: psycopg.Connection,
+    query: Query,
+    params: Params = None,
+    *,
+    progress: ProgressCallback | None = None,
+) -> pa.Table:
+    """The whole result as one ``pyarrow.Table`` (chunked as it was read)."""
+    reader = Reader(conn, query, params, batch_bytes=COLLECT_BLOCK_BYTES, progress=progress)
+    blocks = list(reader.blocks())
+    cols = reader.columns or []
+    arrays = []
+    fields = []
+    for i, col in enumerate(cols):
+        chunks = [c for b in blocks for c in b.columns[i]]
+        type_ = _decide(col, chunks)
+        arrays.append(pa.chunked_array([_apply(col, type_, c) for c in chunks], type=type_))
+        fields.append(_field(col, type_))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def read_pandas(
+    conn: psycopg.Connection,
+    query: Query,
+    params: Params = None,
+    *,
+    dtype_backend: DtypeBackend = "numpy_nullable",
+    progress: ProgressCallback | None = None,
+) -> pd.DataFrame:
+    """The whole result as a ``pandas.DataFrame``.
+
+    ``dtype_backend="numpy_nullable"`` (default): nullable ``Int*``/``Float*``/
+    ``boolean``/``string`` dtypes, ``datetime64[us, tz]``, ``datetime64[ms]``
+    for dates, ``Decimal`` objects for numeric.  ``"pyarrow"``: ``ArrowDtype``
+    columns, the Arrow table without conversion.
+    """
+    return to_pandas(read_arrow(conn, query, params, progress=progress), dtype_backend)
+
+
+def read_polars(
+    conn: psycopg.Connection,
+    query: Query,
+    params: Params = None,
+    *,
+    progress: ProgressCallback | None = None,
+) -> pl.DataFrame:
+    """The whole result as a ``polars.DataFrame``, zero-copy from Arrow where polars can."""
+    return to_polars(read_arrow(conn, query, params, progress=progress))
+
+
+def to_parquet(
+    conn: psycopg.Connection,
+    query: Query,
+    path: str | os.PathLike[str],
+    params: Params = None,
+    *,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    compression: str = "zstd",
+    progress: ProgressCallback | None = None,
+) -> int:
+    """Stream the result into a Parquet file at ``path``; returns the number of rows.
+
+    Written batch by batch in bounded memory, to ``path + ".partial"`` first and
+    renamed when complete, so an interrupted read never leaves a truncated file.
+    Intervals are stored as struct<months, days, nanoseconds> (Parquet has no
+    month-day-nano type).
+    """
+    import pyarrow.parquet as pq
+
+    path = os.fspath(path)
+    partial = path + ".partial"
+    writer = None
+    rows = 0
+    try:
+        with iter_batches(conn, query, params, batch_rows=batch_rows, progress=progress) as stream:
+            for batch in stream:
+                if writer is None:
+                    writer = pq.ParquetWriter(
+                        partial, parquet_schema(batch.schema), compression=compression
+                    )
+                writer.write_batch(for_parquet(batch))
+                rows += batch.num_rows
+        if writer is None:
+            writer = pq.ParquetWriter(
+                partial, parquet_schema(stream.schema), compression=compression
+            )
+        writer.close()
+        writer = None
+        os.replace(partial, path)
+    finally:
+        if writer is not None:
+            writer.close()
+        if os.path.exists(partial):
+            os.remove(partial)
+    return rows

@@ -1,0 +1,518 @@
+"""Query -> Arrow blocks: the COPY fast path, the row path, and the read's scope.
+
+How one read goes (all on the caller's connection, one transaction)::
+
+    bind params client-side (psycopg's literal quoting)   -> one SQL text
+    BEGIN (or SAVEPOINT) + SET LOCAL output settings        (_Scope)
+    Parse + Describe the text (unnamed statement)           -> column types
+    [EXPLAIN (FORMAT JSON), only when a progress callback wants an estimate]
+    COPY (text) TO STDOUT (FORMAT csv)                      -> CopyData rows
+        rows gathered into blocks (batch_rows / batch_bytes); each block is
+        parsed by Arrow's CSV reader on a worker thread while the next block
+        is read from the socket
+    COMMIT (or RELEASE + settings restored)
+
+Statements COPY cannot wrap (SHOW, EXPLAIN, utility statements, several
+statements, INSERT ... RETURNING) take the row path: the same scope and
+settings, a plain execute, and PostgreSQL's text values converted by the same
+:class:`~._types.Kind` rules, so both paths give the same Arrow types.
+
+Nothing here keeps session state between transactions and nothing is
+prepared by name, so a PgBouncer in transaction mode is fine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pcsv
+from psycopg import errors as pgerrors
+from psycopg import pq, sql
+
+from ._types import SETTINGS_READ, Column, TypeResolver, output_fixes
+
+Params = Union[Sequence[Any], Mapping[str, Any], None]
+Query = Union[str, bytes, sql.Composable]
+#: ``progress(rows, bytes, estimate)``: rows and bytes received so far, and the
+#: planner's row estimate (``None`` when there is none, e.g. on the row path).
+ProgressCallback = Callable[[int, int, Union[int, None]], object]
+
+DEFAULT_BATCH_ROWS = 100_000
+DEFAULT_BATCH_BYTES = 64 * 2**20
+# Block size when the whole result is wanted: big enough for Arrow's parser to
+# spread a block over the cores, small enough to overlap with the network.
+COLLECT_BLOCK_BYTES = 8 * 2**20
+MAX_PENDING_BLOCKS = 2
+PROGRESS_INTERVAL_S = 0.25
+
+_COPYABLE_FIRST_WORDS = {"select", "with", "values", "table"}
+_SAVEPOINT = "neon_notebook_read"
+
+
+@dataclass
+class Block:
+    """One parsed block: per column, a list of Arrow chunks (raw text for deferred kinds)."""
+
+    columns: list[list[pa.Array]]
+    num_rows: int
+
+
+class _NotCopyable(Exception):
+    """The statement must take the row path."""
+
+
+# ---------------------------------------------------------------------------
+# SQL text
+# ---------------------------------------------------------------------------
+
+
+def bind(conn: psycopg.Connection, query: Query, params: Params) -> str:
+    """The statement with its parameters merged client-side, as one SQL text.
+
+    psycopg quotes each value as a literal with libpq's escaping for this
+    connection (``ClientCursor.mogrify``), which is how it binds parameters for
+    ``COPY`` too: COPY accepts no server-side parameters.
+    """
+    if isinstance(query, sql.Composable):
+        query = query.as_string(conn)
+    elif isinstance(query, bytes):
+        query = query.decode(conn.info.encoding)
+    if params is None:
+        return query
+    return psycopg.ClientCursor(conn).mogrify(query, params)
+
+
+_LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|\()+")
+
+
+def _first_word(text: str) -> str:
+    """The first keyword, past whitespace, ``--`` and nested ``/* */`` comments, parens."""
+    i, n = 0, len(text)
+    while i < n:
+        m = _LEADING_NOISE.match(text, i)
+        if m:
+            i = m.end()
+            continue
+        if text.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if text.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif text.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+            continue
+        break
+    m = re.match(r"[A-Za-z_]+", text[i:])
+    return m.group(0).lower() if m else ""
+
+
+def _strip_terminator(text: str) -> str:
+    text = text.rstrip()
+    while text.endswith(";"):
+        text = text[:-1].rstrip()
+    return text
+
+
+# ---------------------------------------------------------------------------
+# The read's transaction and output settings
+# ---------------------------------------------------------------------------
+
+
+class _Scope:
+    """One transaction (or savepoint) for a read, with text output PostgreSQL's way.
+
+    * autocommit connection, idle: ``BEGIN`` ... ``COMMIT``
+    * non-autocommit, idle: psycopg's implicit BEGIN ... ``commit()``
+    * inside the caller's transaction: ``SAVEPOINT`` ... ``RELEASE``, with any
+      setting changed below put back (a released savepoint keeps SET LOCAL).
+    On any exception (KeyboardInterrupt included) the work is rolled back.
+
+    The session's settings are read in the same round trip as ``BEGIN``; the
+    query runs under them, so ``now()::date`` or ``SHOW TimeZone`` mean what
+    they mean in psql.  Only an output format the parsers don't read is
+    changed, with ``SET LOCAL`` (see :func:`output_fixes`).
+    """
+
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+        self.mode = ""
+        self.settings: dict[str, str] = {}
+        self._restore: dict[str, str] = {}
+
+    def __enter__(self) -> _Scope:
+        conn = self.conn
+        cur = conn.cursor()
+        status = conn.pgconn.transaction_status
+        read = "SELECT " + ", ".join(f"current_setting('{k}')" for k in SETTINGS_READ)
+        if status == pq.TransactionStatus.IDLE:
+            self.mode = "begin" if conn.autocommit else "implicit"
+            prefix = "BEGIN; " if conn.autocommit else ""
+        else:
+            # INTRANS (INERROR and ACTIVE make this execute raise the driver's error).
+            self.mode = "savepoint"
+            prefix = f"SAVEPOINT {_SAVEPOINT}; "
+        cur.execute((prefix + read).encode(), prepare=False)
+        while cur.pgresult is None or cur.pgresult.status != pq.ExecStatus.TUPLES_OK:
+            cur.nextset()
+        self.settings = dict(zip(SETTINGS_READ, cur.fetchone()))
+        fixes = output_fixes(self.settings)
+        if fixes:
+            cur.execute(
+                "SELECT " + ", ".join(f"set_config('{k}', %s, true)" for k in fixes),
+                list(fixes.values()),
+                prepare=False,
+            )
+            self._restore = {k: self.settings[k] for k in fixes}
+            self.settings.update(fixes)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._end(commit=True)
+            return
+        try:
+            self._end(commit=False)
+        except Exception:
+            # The connection may be gone (the caller sees the original error);
+            # the Session's pool will notice and replace it.
+            pass
+
+    def _end(self, commit: bool) -> None:
+        conn = self.conn
+        if conn.closed:
+            return
+        cur = conn.cursor()
+        if self.mode == "begin":
+            cur.execute(b"COMMIT" if commit else b"ROLLBACK", prepare=False)
+        elif self.mode == "implicit":
+            conn.commit() if commit else conn.rollback()
+        elif self.mode == "savepoint":
+            if not commit:
+                cur.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}".encode(), prepare=False)
+            elif self._restore:
+                cur.execute(
+                    "SELECT "
+                    + ", ".join(f"set_config('{k}', %s, true)" for k in self._restore),
+                    list(self._restore.values()),
+                    prepare=False,
+                )
+            cur.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}".encode(), prepare=False)
+
+
+# ---------------------------------------------------------------------------
+# Parsing blocks (worker thread: Arrow and numpy only, no psycopg)
+# ---------------------------------------------------------------------------
+
+
+class _BlockParser:
+    def __init__(self, columns: list[Column], encoding: str):
+        self.columns = columns
+        self.encoding = encoding
+        names = [f"c{i}" for i in range(len(columns))]
+        self._names = names
+        self._parse_opts = pcsv.ParseOptions(
+            delimiter=",",
+            quote_char='"',
+            double_quote=True,
+            escape_char=False,
+            newlines_in_values=True,
+            ignore_empty_lines=False,
+        )
+        common = dict(
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            true_values=["t"],
+            false_values=["f"],
+            timestamp_parsers=[pcsv.ISO8601],
+        )
+        self._typed = pcsv.ConvertOptions(
+            column_types={
+                n: (pa.string() if c.kind.deferred else c.kind.csv_type)
+                for n, c in zip(names, columns)
+            },
+            **common,
+        )
+        self._text = pcsv.ConvertOptions(
+            column_types={n: pa.string() for n in names}, **common
+        )
+
+    def _read(self, data: pa.Buffer, convert: pcsv.ConvertOptions, block_size: int) -> pa.Table:
+        return pcsv.read_csv(
+            pa.BufferReader(data),
+            read_options=pcsv.ReadOptions(
+                column_names=self._names, use_threads=True, block_size=block_size
+            ),
+            parse_options=self._parse_opts,
+            convert_options=convert,
+        )
+
+    def parse(self, raw: bytearray, num_rows: int) -> Block:
+        if self.encoding not in ("utf-8", "utf8"):
+            raw = bytearray(bytes(raw).decode(self.encoding).encode("utf-8"))
+        data = pa.py_buffer(raw)
+        cpus = os.cpu_count() or 2
+        block_size = max(1 << 20, len(raw) // max(2, cpus) + 1)
+        try:
+            table = self._read(data, self._typed, block_size)
+            typed = True
+        except pa.ArrowInvalid:
+            # infinity, BC dates, 24:00:00, a row longer than block_size...:
+            # everything as PostgreSQL's text, then the robust converters.
+            table = self._read(data, self._text, len(raw) + 1)
+            typed = False
+        if table.num_rows != num_rows:
+            raise psycopg.InternalError(
+                f"COPY sent {num_rows} rows but {table.num_rows} were parsed"
+            )
+        out = []
+        for col, chunked in zip(self.columns, table.columns):
+            kind = col.kind
+            if kind.deferred:
+                out.append(chunked.chunks)
+            elif typed:
+                out.append([kind.from_csv(a) for a in chunked.chunks])
+            else:
+                out.append([kind.from_text(a) for a in chunked.chunks])
+        return Block(out, num_rows)
+
+
+def text_block(columns: list[Column], values: list[list[bytes | None]], num_rows: int) -> Block:
+    """A block from PostgreSQL text values (the row path)."""
+    out = []
+    for col, vals in zip(columns, values):
+        arr = pa.array(vals, pa.binary()).cast(pa.string())
+        out.append([arr if col.kind.deferred else col.kind.from_text(arr)])
+    return Block(out, num_rows)
+
+
+# ---------------------------------------------------------------------------
+# The reader
+# ---------------------------------------------------------------------------
+
+
+class Reader:
+    """Runs one query and produces :class:`Block` objects; counts what it received.
+
+    ``blocks()`` is a generator: closing it early (or an exception, such as a
+    KeyboardInterrupt, inside it) cancels the query on the server, drains the
+    connection and rolls back, leaving the connection idle and usable.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        query: Query,
+        params: Params = None,
+        *,
+        batch_rows: int | None = None,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+        progress: ProgressCallback | None = None,
+    ):
+        if batch_rows is not None and batch_rows < 1:
+            raise ValueError("batch_rows must be at least 1")
+        if batch_bytes < 1:
+            raise ValueError("batch_bytes must be at least 1")
+        self.conn = conn
+        self.query = query
+        self.params = params
+        self.batch_rows = batch_rows or 2**62
+        self.batch_bytes = batch_bytes
+        self.progress = progress
+        #: The result's columns, known once the query has been described.
+        self.columns: list[Column] | None = None
+        #: ``"copy"`` or ``"rows"``: which path the read took.
+        self.path: str | None = None
+        self.rows = 0
+        self.bytes = 0
+        self.estimate: int | None = None
+        self._last_progress = 0.0
+
+    # -- helpers -------------------------------------------------------------
+    def _report(self, final: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if final or now - self._last_progress >= PROGRESS_INTERVAL_S:
+            self._last_progress = now
+            self.progress(self.rows, self.bytes, self.estimate)
+
+    def _describe(self, text: bytes) -> list[tuple[str, int, int]]:
+        """Parse + Describe as the unnamed statement: column types, nothing executed."""
+        conn = self.conn
+        pgconn = conn.pgconn
+        with conn.lock:
+            res = pgconn.prepare(b"", text)
+            if res.status != pq.ExecStatus.COMMAND_OK:
+                raise _NotCopyable(res.error_message)
+            res = pgconn.describe_prepared(b"")
+            if res.status != pq.ExecStatus.COMMAND_OK:
+                raise _NotCopyable(res.error_message)
+        enc = conn.info.encoding
+        return [(res.fname(i).decode(enc), res.ftype(i), res.fmod(i)) for i in range(res.nfields)]
+
+    def _estimate(self, text: str) -> int | None:
+        cur = self.conn.cursor()
+        cur.execute(("EXPLAIN (FORMAT JSON) " + text).encode(self.conn.info.encoding), prepare=False)
+        plan = cur.fetchone()[0]
+        if isinstance(plan, str):
+            plan = json.loads(plan)
+        rows = plan[0]["Plan"].get("Plan Rows")
+        return int(rows) if rows is not None else None
+
+    # -- the two paths -------------------------------------------------------
+    def blocks(self) -> Iterator[Block]:
+        conn = self.conn
+        text = bind(conn, self.query, self.params)
+        if _first_word(text) in _COPYABLE_FIRST_WORDS:
+            gen = self._copy_blocks(_strip_terminator(text))
+            try:
+                first = next(gen)
+            except StopIteration:
+                return
+            except _NotCopyable:
+                pass
+            else:
+                yield first
+                yield from gen
+                return
+        yield from self._row_blocks(text)
+
+    def _copy_blocks(self, text: str) -> Iterator[Block]:
+        conn = self.conn
+        enc = conn.info.encoding
+        with _Scope(conn) as scope:
+            fields = self._describe(text.encode(enc))
+            if not fields:
+                raise _NotCopyable("no columns")
+            self.columns = TypeResolver(conn, scope.settings).resolve(fields)
+            if self.progress is not None:
+                self.estimate = self._estimate(text)
+            cur = conn.cursor()
+            stmt = ("COPY (\n" + text + "\n) TO STDOUT (FORMAT csv)").encode(enc)
+            try:
+                copy_cm = cur.copy(stmt)
+                copy = copy_cm.__enter__()
+            except (pgerrors.SyntaxError, pgerrors.FeatureNotSupported) as ex:
+                raise _NotCopyable(str(ex)) from ex
+            self.path = "copy"
+            try:
+                yield from self._copy_loop(copy, cur)
+            except BaseException as ex:
+                if not copy_cm.__exit__(type(ex), ex, ex.__traceback__):
+                    raise
+            else:
+                copy_cm.__exit__(None, None, None)
+
+    def _copy_loop(self, copy: psycopg.Copy, cur: psycopg.Cursor) -> Iterator[Block]:
+        conn = self.conn
+        pgconn = conn.pgconn
+        parser = _BlockParser(self.columns, conn.info.encoding)
+        pending: deque[Future[Block]] = deque()
+        executor = ThreadPoolExecutor(1, thread_name_prefix="neon-notebook-parse")
+        get = pgconn.get_copy_data
+        limit_rows, limit_bytes = self.batch_rows, self.batch_bytes
+        buf = bytearray()
+        block_rows = 0
+        rows = 0
+        nbytes_total = 0
+        try:
+            while True:
+                nbytes, data = get(1)
+                if nbytes <= 0:
+                    if nbytes == 0:
+                        # Nothing buffered: let psycopg wait for the socket (it
+                        # cancels the query on Ctrl-C) and return one row.
+                        data = copy.read()
+                        if not data:
+                            break
+                        nbytes = len(data)
+                    else:
+                        self._finish_copy(pgconn)
+                        break
+                buf += data
+                rows += 1
+                block_rows += 1
+                nbytes_total += nbytes
+                if block_rows >= limit_rows or len(buf) >= limit_bytes:
+                    self.rows, self.bytes = rows, nbytes_total
+                    pending.append(executor.submit(parser.parse, buf, block_rows))
+                    buf = bytearray()
+                    block_rows = 0
+                    while pending and (len(pending) > MAX_PENDING_BLOCKS or pending[0].done()):
+                        yield pending.popleft().result()
+                    self._report()
+                elif not rows & 1023 and self.progress is not None:
+                    self.rows, self.bytes = rows, nbytes_total
+                    self._report()
+            self.rows, self.bytes = rows, nbytes_total
+            if block_rows:
+                pending.append(executor.submit(parser.parse, buf, block_rows))
+            while pending:
+                yield pending.popleft().result()
+            self._report(final=True)
+        finally:
+            for f in pending:
+                f.cancel()
+            executor.shutdown(wait=False)
+
+    def _finish_copy(self, pgconn: pq.abc.PGconn) -> None:
+        """After CopyDone: the command's result, raised as the driver's error if one."""
+        error = None
+        while (res := pgconn.get_result()) is not None:
+            if res.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.COPY_OUT):
+                error = error or pgerrors.error_from_result(res, encoding=self.conn.info.encoding)
+        if error is not None:
+            raise error
+
+    def _row_blocks(self, text: str) -> Iterator[Block]:
+        conn = self.conn
+        self.path = "rows"
+        data = text.encode(conn.info.encoding)
+        try:
+            with _Scope(conn) as scope:
+                block = self._execute_rows(data, scope.settings)
+        except pgerrors.ActiveSqlTransaction:
+            # VACUUM, CREATE DATABASE...: refuse a transaction block; run bare.
+            # (They return no rows; the reported settings are enough if one did.)
+            reported = {k: conn.info.parameter_status(k) for k in ("TimeZone", "DateStyle", "IntervalStyle")}
+            block = self._execute_rows(data, {k: v for k, v in reported.items() if v})
+        if block is not None:
+            self._report(final=True)
+            yield block
+
+    def _execute_rows(self, data: bytes, settings: dict[str, str]) -> Block | None:
+        conn = self.conn
+        cur = conn.cursor()
+        cur.execute(data, prepare=False)
+        res = None
+        while True:
+            if cur.pgresult is not None and cur.pgresult.status == pq.ExecStatus.TUPLES_OK:
+                res = cur.pgresult
+            if not cur.nextset():
+                break
+        if res is None:
+            self.columns = []
+            return None
+        enc = conn.info.encoding
+        fields = [(res.fname(i).decode(enc), res.ftype(i), res.fmod(i)) for i in range(res.nfields)]
+        self.columns = TypeResolver(conn, settings).resolve(fields)
+        n = res.ntuples
+        get = res.get_value
+        values = [[get(r, c) for r in range(n)] for c in range(res.nfields)]
+        self.rows = n
+        self.bytes = sum(len(v) for col in values for v in col if v is not None)
+        if not self.columns:
+            return None
+        return text_block(self.columns, values, n)
