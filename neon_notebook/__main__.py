@@ -1,4 +1,4 @@
-"""Command line: ``python -m neon_notebook local`` (and, later, ``demo``)."""
+"""Command line: ``python -m neon_notebook demo`` and ``python -m neon_notebook local``."""
 
 from __future__ import annotations
 
@@ -28,10 +28,20 @@ def _local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    run(suspend_after=args.suspend_after)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m neon_notebook",
                                      description="Neon serverless Postgres from notebooks.")
     sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="the whole story on a local compute: wake, load, suspend, read")
+    demo.add_argument("--suspend-after", type=float, default=3.0, metavar="SECONDS")
+    demo.set_defaults(func=_demo)
     local = sub.add_parser("local", help="serve a local compute that scales to zero like Neon's")
     local.add_argument("--suspend-after", type=float, default=300.0, metavar="SECONDS")
     local.add_argument("--activation-delay", type=float, default=0.0, metavar="SECONDS")
