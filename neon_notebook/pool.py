@@ -56,10 +56,12 @@ class Pool:
     """At most ``max_size`` connections from ``connect``, reused newest first."""
 
     def __init__(self, name: str, connect: Callable[[], psycopg.Connection], *, max_size: int,
-                 timeout: float | None, max_idle: float | None, ping_after: float = 60.0) -> None:
+                 timeout: float | None, max_idle: float | None, ping_after: float = 60.0,
+                 on_dead: Callable[[BaseException], None] | None = None) -> None:
         self.name, self.max_size, self.timeout = name, max_size, timeout
         self.max_idle, self.ping_after = max_idle, ping_after
         self._connect = connect
+        self._on_dead = on_dead  # told when a ping finds an idle connection dead
         self._idle: deque[tuple[psycopg.Connection, float]] = deque()
         self._slots = threading.BoundedSemaphore(max_size)
         self._lock = threading.Lock()
@@ -115,8 +117,10 @@ class Pool:
             if idle_for > self.ping_after or has_news(conn):
                 try:
                     ping(conn)
-                except psycopg.Error:
+                except psycopg.Error as exc:
                     conn.close()
+                    if self._on_dead is not None:
+                        self._on_dead(exc)
                     continue
             return conn
 

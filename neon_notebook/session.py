@@ -89,7 +89,8 @@ class Session:
         for role in ("pooled", "direct"):
             endpoint = self._endpoint(role)
             self._pools[role] = Pool(role, self._connector(endpoint), max_size=settings.pool_size,
-                                     timeout=settings.pool_timeout, max_idle=max_idle)
+                                     timeout=settings.pool_timeout, max_idle=max_idle,
+                                     on_dead=self._connection_lost)
         self.last_ping: float | None = None
         self.last_query: QueryStats | None = None
         self.last_error: str | None = None
