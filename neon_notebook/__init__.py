@@ -35,11 +35,13 @@ _EXPORTS = {
     "WakeTimeout": "errors",
     "PoolExhausted": "errors",
     "ResultInterrupted": "errors",
+    "load_ipython_extension": "magics",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from .magics import load_ipython_extension
     from .errors import (ConfigurationError, ConnectError, NeonError, PermanentConnectError,
                          PoolExhausted, ResultInterrupted, WakeTimeout)
     from .session import Session, WarmUpReport, connect

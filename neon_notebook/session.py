@@ -19,7 +19,7 @@ import weakref
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar, Union
 
 import psycopg
 
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("neon_notebook")
 T = TypeVar("T")
 Progress = Callable[[int, int, "int | None"], object]
+#: ``progress=`` of the reads: a callback, or whether to draw a bar ("auto": in a
+#: notebook or on a terminal, not in a plain script).
+ProgressArg = Union[Progress, bool, str, None]
 
 #: Neon's default: a compute suspends after 5 minutes without activity.
 NEON_SUSPEND_AFTER = 300.0
@@ -184,7 +187,7 @@ class Session:
 
     # -- reads ---------------------------------------------------------------
     def read_arrow(self, sql: str, params: Any = None, *, direct: bool = False,
-                   progress: Progress | None = None) -> pa.Table:
+                   progress: ProgressArg = "auto") -> pa.Table:
         """The whole result as a ``pyarrow.Table``, streamed with COPY, exact types."""
         from . import readers
 
@@ -192,21 +195,21 @@ class Session:
                           direct, progress, lambda t: t.num_rows)
 
     def read_pandas(self, sql: str, params: Any = None, *, direct: bool = False,
-                    dtype_backend: str = "numpy_nullable", progress: Progress | None = None) -> pd.DataFrame:
+                    dtype_backend: str = "numpy_nullable", progress: ProgressArg = "auto") -> pd.DataFrame:
         """The whole result as a ``pandas.DataFrame`` (``dtype_backend``: numpy_nullable or pyarrow)."""
         from .readers import to_pandas
 
         return to_pandas(self.read_arrow(sql, params, direct=direct, progress=progress), dtype_backend)
 
     def read_polars(self, sql: str, params: Any = None, *, direct: bool = False,
-                    progress: Progress | None = None) -> pl.DataFrame:
+                    progress: ProgressArg = "auto") -> pl.DataFrame:
         """The whole result as a ``polars.DataFrame``, zero-copy from Arrow where possible."""
         from .readers import to_polars
 
         return to_polars(self.read_arrow(sql, params, direct=direct, progress=progress))
 
     def to_parquet(self, sql: str, path: str | os.PathLike[str], params: Any = None, *,
-                   direct: bool = False, progress: Progress | None = None, **options: Any) -> int:
+                   direct: bool = False, progress: ProgressArg = "auto", **options: Any) -> int:
         """Stream the result into a Parquet file in bounded memory; returns the row count.
 
         The file appears only when complete, so an interrupted read leaves none.
@@ -217,17 +220,22 @@ class Session:
                           direct, progress, lambda rows: rows)
 
     def iter_batches(self, sql: str, params: Any = None, *, batch_rows: int | None = None,
-                     direct: bool = False, progress: Progress | None = None) -> Iterator[pa.RecordBatch]:
+                     direct: bool = False, progress: ProgressArg = "auto") -> Iterator[pa.RecordBatch]:
         """Arrow record batches as they arrive, in memory bounded by ``batch_rows``.
 
         Stopping early (``close()`` or leaving the loop) cancels the query. If the
         connection is lost before the first batch, the read is retried once;
         after that, ``ResultInterrupted`` says how many rows arrived.
         """
-        from . import readers
-
         options = {} if batch_rows is None else {"batch_rows": batch_rows}
         role = "direct" if direct else "pooled"
+        with _progress(progress) as shown:
+            yield from self._batches(sql, params, role, shown, options)
+
+    def _batches(self, sql: str, params: Any, role: str, progress: Progress | None,
+                 options: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+        from . import readers
+
         for attempt in (1, 2):
             tracker = _Tracker(progress)
             started = time.perf_counter()
@@ -253,13 +261,17 @@ class Session:
             return
 
     def _read(self, run: Callable[[psycopg.Connection, Progress], T], direct: bool,
-              progress: Progress | None, count: Callable[[T], int]) -> T:
+              progress: ProgressArg, count: Callable[[T], int]) -> T:
         """Run a whole read, retried once if the connection is lost before it completes.
 
         Nothing reaches the caller before a whole read completes, so the retry
         can never duplicate or drop rows.
         """
-        role = "direct" if direct else "pooled"
+        with _progress(progress) as shown:
+            return self._read_once_or_twice(run, "direct" if direct else "pooled", shown, count)
+
+    def _read_once_or_twice(self, run: Callable[[psycopg.Connection, Progress], T], role: str,
+                            progress: Progress | None, count: Callable[[T], int]) -> T:
         for attempt in (1, 2):
             tracker = _Tracker(progress)
             started = time.perf_counter()
@@ -342,6 +354,19 @@ class Session:
 
         threading.Thread(target=run, name="neon-keep-warm", daemon=True).start()
 
+    # -- display -------------------------------------------------------------
+    def widget(self) -> Any:
+        """A live status panel (ipywidgets) for this session; ``close()`` it to stop its updates."""
+        from .widgets import status_widget
+
+        return status_widget(self)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict:
+        """In Jupyter: the live status panel with its ``text/plain`` twin; elsewhere: the text."""
+        from .widgets import repr_mimebundle
+
+        return repr_mimebundle(self)
+
     # -- housekeeping ----------------------------------------------------------
     def _secrets(self) -> tuple[str, ...]:
         return tuple(s for role in ("pooled", "direct") for s in self._endpoint(role).secrets)
@@ -379,6 +404,18 @@ class _Tracker:
         self.rows, self.bytes = rows, nbytes
         if self.inner is not None:
             self.inner(rows, nbytes, estimate)
+
+
+@contextmanager
+def _progress(progress: ProgressArg) -> Iterator[Progress | None]:
+    """The callback to hand the readers: the user's, or a progress bar closed with the read."""
+    if progress is None or progress is False or callable(progress):
+        yield progress or None
+        return
+    from .progress import progress_bar
+
+    with progress_bar(progress) as bar:  # turns red on errors and interrupts
+        yield bar
 
 
 def _lost(conn: psycopg.Connection, exc: BaseException) -> bool:

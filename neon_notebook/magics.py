@@ -1,0 +1,362 @@
+"""IPython magics: ``%neon`` manages named connections, ``%%sql`` runs a cell.
+
+Load with ``%load_ext neon_notebook``. Then::
+
+    %neon connect                       # "default", from DATABASE_URL / DIRECT_URL / .env
+    %neon connect analytics postgresql://...   # another one, by name
+    %neon use analytics | warm [NAME] | status [NAME] | list | close [NAME]
+
+    %%sql [-c NAME] [--direct] [--pandas | --polars | --arrow] [--preview N] [VAR]
+    SELECT * FROM trips WHERE city = :city AND fare > :min_fare
+
+``:name`` is a bound parameter taken from the notebook's variables: its value
+travels as data (psycopg quotes it), never as SQL text. A colon is a parameter
+only where SQL could not mean something else: not in ``::casts``, string
+literals, quoted identifiers, dollar quotes or comments, and not right after a
+name, number or bracket (``arr[1:n]``). With VAR the whole result is loaded
+into that variable (pandas by default); without it, the cell shows the first
+rows (``--preview``, 50) and cancels the rest of the query on the server.
+
+Errors from the server are shown as psql shows them (message, the cell's line
+with a caret under the position, DETAIL, HINT) instead of a traceback; the cell
+still fails, so "run all" stops there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments, parse_argstring
+from IPython.display import display
+from psycopg import sql as pgsql
+
+from .errors import NeonError
+from .progress import progress_bar
+from .session import Session, connect
+from .settings import summary
+from .widgets import in_notebook, mask, shared_panel, status_text
+
+PREVIEW_ROWS = 50
+
+# -- :name parameters -----------------------------------------------------------
+
+# What the scanner skips whole (group 1) or takes as a parameter (group 2).
+_TOKENS = re.compile(
+    r"""
+    (   --[^\n]*                                   # line comment
+      | /\*                                        # block comment (nesting handled by _skip)
+      | (?<![\w$])[Ee]'(?:[^'\\]|\\.|'')*'?        # E'escape string'
+      | '(?:[^']|'')*'?                            # 'string'
+      | "(?:[^"]|"")*"?                            # "quoted identifier"
+      | (?<![\w$])\$(?:[^\W\d]\w*)?\$              # $tag$ opening a dollar quote
+      | ::+                                        # cast
+    )
+    | (?<![\w\]\)$:]):([^\W\d]\w*)                  # :name, not after a name, number, ] or )
+    """,
+    re.VERBOSE,
+)
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    """Where a ``:name`` sits in the cell: ``start``/``end`` offsets and the name."""
+
+    start: int
+    end: int
+    name: str
+
+
+def bind_parameters(text: str, namespace: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None, list[Placeholder]]:
+    """The cell as psycopg SQL (``%(name)s``, literal ``%`` doubled), its params, the placeholders.
+
+    With no ``:name`` in the cell the text is returned untouched and params is None.
+    """
+    out: list[str] = []
+    found: list[Placeholder] = []
+    pos = 0
+    i = 0
+    while (m := _TOKENS.search(text, i)) is not None:
+        if m.group(2) is None:
+            i = _skip(text, m)
+            continue
+        name = m.group(2)
+        if name not in namespace:
+            raise UsageError(f":{name} in the cell names no variable of the notebook. Define {name}, "
+                             f"or write ': {name}' if the colon is SQL.")
+        out.append(text[pos:m.start()].replace("%", "%%"))
+        out.append(f"%({name})s")
+        found.append(Placeholder(m.start(), m.end(), name))
+        pos = i = m.end()
+    if not found:
+        return text, None, []
+    out.append(text[pos:].replace("%", "%%"))
+    return "".join(out), {p.name: namespace[p.name] for p in found}, found
+
+
+def _skip(text: str, m: re.Match[str]) -> int:
+    """The offset after a skipped token (finding the end of block comments and dollar quotes)."""
+    token = m.group(1)
+    if token == "/*":
+        depth, i = 1, m.end()
+        while depth and i < len(text):
+            if text.startswith("/*", i):
+                depth, i = depth + 1, i + 2
+            elif text.startswith("*/", i):
+                depth, i = depth - 1, i + 2
+            else:
+                i += 1
+        return i
+    if token.startswith("$"):
+        end = text.find(token, m.end())
+        return len(text) if end < 0 else end + len(token)
+    return m.end()
+
+
+def cell_offset(position: int, placeholders: list[Placeholder], params: Mapping[str, Any] | None) -> int:
+    """Map a server error position (1-based, in the bound statement) to a 0-based cell offset.
+
+    The readers bind parameters client-side, so the server saw each ``:name``
+    as a literal; positions after it shift by the length difference.
+    """
+    target = position - 1
+    shift = 0  # bound offset minus cell offset, so far
+    for p in placeholders:
+        start_bound = p.start + shift
+        if target < start_bound:
+            break
+        length = len(pgsql.Literal(params[p.name]).as_string(None)) if params else 0
+        if target < start_bound + length:
+            return p.start
+        shift += length - (p.end - p.start)
+    return max(0, target - shift)
+
+
+# -- showing errors ------------------------------------------------------------
+
+
+class CellError(Exception):
+    """A failed ``%%sql`` cell; IPython shows its lines instead of a traceback."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+    def _render_traceback_(self) -> list[str]:
+        return self.lines
+
+
+def error_lines(exc: BaseException, cell: str, placeholders: list[Placeholder],
+                params: Mapping[str, Any] | None) -> list[str]:
+    """psql-style lines for a driver or neon_notebook error."""
+    diag = getattr(exc, "diag", None)
+    primary = diag.message_primary if diag is not None else None
+    if primary is None:  # no server message: a connection or client-side error, in plain words
+        return [f"{type(exc).__name__}: {exc}"]
+    severity = diag.severity or "ERROR"
+    code = f" (SQLSTATE {diag.sqlstate})" if diag.sqlstate else ""
+    lines = [f"{severity}:  {primary}{code}"]
+    if diag.statement_position:
+        offset = cell_offset(int(diag.statement_position), placeholders, params)
+        line_start = cell.rfind("\n", 0, offset) + 1
+        line_end = cell.find("\n", offset)
+        number = cell.count("\n", 0, offset) + 1
+        prefix = f"LINE {number}: "
+        lines.append(prefix + cell[line_start:None if line_end < 0 else line_end])
+        lines.append(" " * (len(prefix) + offset - line_start) + "^")
+    if diag.message_detail:
+        lines.append(f"DETAIL:  {diag.message_detail}")
+    if diag.message_hint:
+        lines.append(f"HINT:  {diag.message_hint}")
+    return lines
+
+
+# -- the magics ------------------------------------------------------------------
+
+
+def _neon_parser() -> MagicArgumentParser:
+    parser = MagicArgumentParser(prog="%neon")
+    commands = parser.add_subparsers(dest="command", required=True)
+    c = commands.add_parser("connect", prog="%neon connect")
+    c.add_argument("words", nargs="*", metavar="[NAME] [URL]")
+    c.add_argument("--direct-url", help="the direct endpoint's URL (default: DIRECT_URL or derived)")
+    w = commands.add_parser("warm", prog="%neon warm")
+    w.add_argument("name", nargs="?")
+    w.add_argument("--background", action="store_true", help="return at once; the compute wakes meanwhile")
+    for command in ("status", "use", "close"):
+        commands.add_parser(command, prog=f"%neon {command}").add_argument(
+            "name", nargs=None if command == "use" else "?")
+    commands.add_parser("list", prog="%neon list")
+    return parser
+
+
+def _looks_like_url(word: str) -> bool:
+    return "://" in word or "=" in word
+
+
+@magics_class
+class NeonMagics(Magics):
+    """``%neon`` and ``%%sql``; holds this shell's named sessions."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.sessions: dict[str, Session] = {}
+        self.current: str | None = None
+        self._parser = _neon_parser()
+
+    def session(self, name: str | None = None) -> Session:
+        """The session called ``name`` (default: the current one)."""
+        if not self.sessions:
+            raise UsageError("No connection yet: run %neon connect (it reads DATABASE_URL) first.")
+        name = name or self.current
+        if name not in self.sessions:
+            raise UsageError(f"No connection named {name!r}; %neon list shows them.")
+        return self.sessions[name]
+
+    @line_magic
+    def neon(self, line: str) -> None:
+        """Named Neon connections.
+
+        %neon connect [NAME] [URL] [--direct-url URL]  (NAME: default; URL: DATABASE_URL/.env)
+        %neon use NAME          make NAME the connection %%sql uses (or a Session variable NAME)
+        %neon warm [NAME] [--background]   wake the compute and wait until it answers
+        %neon status [NAME]     live panel in a notebook, text elsewhere
+        %neon list              named connections (no passwords)
+        %neon close [NAME]      close a connection's pools and forget it
+        """
+        args = self._parser.parse_argstring(line.strip() or "status")
+        getattr(self, f"_{args.command}")(args)
+
+    def _connect(self, args: Any) -> None:
+        words = list(args.words)
+        if len(words) > 2 or (len(words) == 2 and not _looks_like_url(words[1])):
+            raise UsageError("usage: %neon connect [NAME] [URL] [--direct-url URL]")
+        url = words.pop() if words and _looks_like_url(words[-1]) else None
+        name = words[0] if words else "default"
+        try:
+            session = connect(url, direct_url=args.direct_url)
+        except NeonError as exc:
+            raise CellError([f"{type(exc).__name__}: {exc}"]) from None
+        if name in self.sessions:
+            self.sessions.pop(name).close()
+        self.sessions[name] = session
+        if self.current is None or self.current == name:
+            self.current = name
+        print(f"{name}: {mask(session, _summary_line(session))}")
+
+    def _use(self, args: Any) -> None:
+        candidate = self.shell.user_ns.get(args.name)
+        if args.name not in self.sessions and isinstance(candidate, Session):
+            self.sessions[args.name] = candidate  # a Session made in Python: %neon use session
+        self.session(args.name)
+        self.current = args.name
+
+    def _warm(self, args: Any) -> None:
+        session = self.session(args.name)
+        if args.background:
+            session.warm_up(background=True)
+            print("waking the compute in the background")
+            return
+        try:
+            print(mask(session, str(session.warm_up())))
+        except (NeonError, psycopg.Error) as exc:
+            raise CellError([mask(session, line) for line in error_lines(exc, "", [], None)]) from exc
+
+    def _status(self, args: Any) -> None:
+        session = self.session(args.name)
+        if in_notebook():
+            display(shared_panel(session))
+        else:
+            print(status_text(session))
+
+    def _list(self, args: Any) -> None:
+        if not self.sessions:
+            print("no connections; %neon connect makes one")
+        for name, session in self.sessions.items():
+            marker = "*" if name == self.current else " "
+            print(f"{marker} {name}: {mask(session, _summary_line(session))} [{session.state}]")
+
+    def _close(self, args: Any) -> None:
+        name = args.name or self.current
+        self.session(name).close()
+        del self.sessions[name]
+        if self.current == name:
+            self.current = next(iter(self.sessions), None)
+        print(f"closed {name}")
+
+    @magic_arguments()
+    @argument("var", nargs="?", help="load the whole result into this variable")
+    @argument("-c", "--conn", metavar="NAME", help="connection to use (default: the current one)")
+    @argument("--direct", action="store_true", help="use the direct endpoint instead of the pooler")
+    @argument("--pandas", dest="kind", action="store_const", const="pandas", help="pandas DataFrame (default)")
+    @argument("--polars", dest="kind", action="store_const", const="polars", help="polars DataFrame")
+    @argument("--arrow", dest="kind", action="store_const", const="arrow", help="pyarrow Table")
+    @argument("--preview", type=int, default=PREVIEW_ROWS, metavar="N",
+              help=f"rows to show without VAR (default {PREVIEW_ROWS})")
+    @cell_magic
+    def sql(self, line: str, cell: str) -> Any:
+        """Run the cell's SQL; ``:name`` binds the notebook variable ``name`` as a parameter."""
+        args = parse_argstring(self.sql, line)
+        if args.var is not None and not args.var.isidentifier():
+            raise UsageError(f"{args.var!r} is not a valid variable name")
+        if args.preview < 0:
+            raise UsageError("--preview needs a number of rows, 0 or more")
+        session = self.session(args.conn)
+        kind = args.kind or "pandas"
+        text, params, placeholders = bind_parameters(cell, self.shell.user_ns)
+        try:
+            if args.var is None:
+                return _preview(session, text, params, kind, args.preview, args.direct)
+            with progress_bar(label=args.var) as bar:
+                read = {"pandas": session.read_pandas, "polars": session.read_polars,
+                        "arrow": session.read_arrow}[kind]
+                result = read(text, params, direct=args.direct, progress=bar)
+        except (NeonError, psycopg.Error) as exc:
+            lines = error_lines(exc, cell, placeholders, params)
+            raise CellError([mask(session, line) for line in lines]) from exc
+        self.shell.user_ns[args.var] = result
+        print(f"{args.var}: {result.shape[0]:,} rows × {result.shape[1]} columns" if kind != "arrow"
+              else f"{args.var}: {result.num_rows:,} rows × {result.num_columns} columns")
+        return None
+
+
+def _summary_line(session: Session) -> str:
+    """The pooled (or only) endpoint's summary, plus the direct one when different."""
+    names = [summary(e) for e in (session.settings.pooled, session.settings.direct) if e is not None]
+    return ", ".join(dict.fromkeys(names))
+
+
+def _preview(session: Session, text: str, params: dict[str, Any] | None, kind: str, rows: int,
+             direct: bool) -> Any:
+    """The first ``rows`` rows as a frame; stops the query there (closing the stream cancels it)."""
+    import pyarrow as pa
+
+    from .readers import to_pandas, to_polars
+
+    batches: list[pa.RecordBatch] = []
+    got = 0
+    stream = session.iter_batches(text, params, batch_rows=rows + 1, direct=direct)
+    with contextlib.closing(stream):
+        for batch in stream:
+            batches.append(batch)
+            got += batch.num_rows
+            if got > rows:
+                break
+    if not batches:  # no rows, or no result set at all (DDL, INSERT without RETURNING)
+        print("done; no rows returned")
+        return None
+    table = pa.Table.from_batches(batches).slice(0, rows)
+    if got > rows:
+        print(f"showing first {rows} rows; assign to a variable to load all (%%sql VAR)")
+    return {"pandas": to_pandas, "polars": to_polars, "arrow": lambda t: t}[kind](table)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext neon_notebook``: register ``%neon`` and ``%%sql``."""
+    ipython.register_magics(NeonMagics)

@@ -1,0 +1,256 @@
+"""%neon and %%sql in an in-process IPython shell, against a real local compute."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from neon_notebook.magics import CellError, NeonMagics, bind_parameters, cell_offset
+
+
+@pytest.fixture
+def shell():
+    return InteractiveShell.instance()
+
+
+@pytest.fixture
+def magics(shell, compute, monkeypatch):
+    """Fresh %neon / %%sql state, DATABASE_URL and DIRECT_URL pointing at the local compute."""
+    for key, value in compute.env().items():
+        monkeypatch.setenv(key, value)
+    shell.run_line_magic("load_ext", "neon_notebook.magics")
+    fresh = NeonMagics(shell)
+    shell.register_magics(fresh)
+    yield fresh
+    for name in list(fresh.sessions):
+        fresh.sessions.pop(name).close()
+
+
+@pytest.fixture
+def table(compute):
+    """A small table with a NULL, created over a plain psycopg connection."""
+    name = f"t_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(compute.direct_url, autocommit=True) as conn:
+        conn.execute(f"create table {name} (id int primary key, label text, score float8, ok bool)")
+        conn.execute(f"insert into {name} values (1, 'one', 1.5, true), (2, null, -2.25, false), "
+                     f"(3, 'it''s', null, null)")
+        yield name
+        conn.execute(f"drop table {name}")
+
+
+def fetchall(compute, query, params=None):
+    with psycopg.connect(compute.direct_url) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def run(shell, capsys, cell):
+    """Run a cell as a user would; returns (result, everything printed)."""
+    result = shell.run_cell(cell)
+    captured = capsys.readouterr()
+    return result, captured.out + captured.err
+
+
+def password(compute) -> str:
+    return urlsplit(compute.direct_url).password
+
+
+# -- binding, no database -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("sql, expected, names", [
+    ("select :a", "select %(a)s", ["a"]),
+    ("select x::int, :a::text", "select x::int, %(a)s::text", ["a"]),
+    ("select ':a', \":a\", $$ :a $$, $t$ :a $t$ -- :a\n", "select ':a', \":a\", $$ :a $$, $t$ :a $t$ -- :a\n", []),
+    ("/* :a /* :a */ :a */ select E'\\' :a', :a", "/* :a /* :a */ :a */ select E'\\' :a', %(a)s", ["a"]),
+    ("select arr[1:a], arr[:a], 'it''s :a'", "select arr[1:a], arr[%(a)s], 'it''s :a'", ["a"]),
+    ("select '100%', :a", "select '100%%', %(a)s", ["a"]),
+    ("select '100%'", "select '100%'", []),
+])
+def test_colon_names_become_psycopg_parameters(sql, expected, names):
+    text, params, found = bind_parameters(sql, {"a": 1, "t": 2})
+    assert text == expected
+    assert [p.name for p in found] == names
+    assert params == ({n: 1 for n in names} or None)
+
+
+def test_unknown_name_is_a_usage_error():
+    with pytest.raises(UsageError, match=":missing"):
+        bind_parameters("select :missing", {})
+
+
+def test_error_positions_map_back_to_the_cell():
+    cell = "select :long, nope"
+    _, params, found = bind_parameters(cell, {"long": "x" * 40})
+    bound_position = len("select ") + len("'" + "x" * 40 + "'") + len(", ") + 1
+    assert cell[cell_offset(bound_position, found, params):].startswith("nope")
+    assert cell_offset(len("select ") + 5, found, params) == cell.index(":long")  # inside the value
+
+
+# -- %%sql against the compute ----------------------------------------------------------
+
+
+def test_sql_into_a_variable_matches_fetchall(shell, magics, compute, table):
+    shell.run_line_magic("neon", "connect")
+    query = f"select id, label, score, ok from {table} order by id"
+    expected = fetchall(compute, query)
+    shell.run_cell_magic("sql", "df", query)
+    df = shell.user_ns["df"]
+    assert [tuple(None if v is None or v != v else v for v in row)  # NA -> None
+            for row in df.astype(object).where(df.notna(), None).itertuples(index=False)] == expected
+    shell.run_cell_magic("sql", "--polars pl_df", query)
+    assert shell.user_ns["pl_df"].rows() == expected
+    shell.run_cell_magic("sql", "--arrow tbl", query)
+    assert [tuple(r.values()) for r in shell.user_ns["tbl"].to_pylist()] == expected
+
+
+def test_values_are_bound_as_data(shell, magics, compute, table, capsys):
+    shell.run_line_magic("neon", "connect")
+    shell.user_ns.update(evil="'; drop table x; --", n=41, who=f"{table}")
+    cell = ("select :evil as v, :n::int + 1 as m, '::keep :evil' as lit, '100%' as pct,\n"
+            f"       (select count(*) from {table}) as rows")
+    shell.run_cell_magic("sql", "out", cell)
+    out = shell.user_ns["out"]
+    assert out.loc[0, "v"] == "'; drop table x; --"
+    assert out.loc[0, "m"] == 42
+    assert out.loc[0, "lit"] == "::keep :evil"
+    assert out.loc[0, "pct"] == "100%"
+    assert out.loc[0, "rows"] == 3  # the table is still there
+    assert "out: 1 rows × 5 columns" in capsys.readouterr().out
+
+
+def test_preview_is_bounded_and_cancels_the_rest(shell, magics, capsys):
+    shell.run_line_magic("neon", "connect")
+    started = time.monotonic()
+    preview = shell.run_cell_magic("sql", "", "select g, repeat('x', 200) as pad from generate_series(1, 10000000) g")
+    elapsed = time.monotonic() - started
+    assert len(preview) == 50 and list(preview["g"]) == list(range(1, 51))
+    assert elapsed < 5, f"the preview took {elapsed:.1f} s: the whole result was read"
+    assert "showing first 50 rows; assign to a variable to load all" in capsys.readouterr().out
+    session = magics.session()
+    assert session.pool_stats()["pooled"]["in_use"] == 0
+    small = shell.run_cell_magic("sql", "--preview 5 --polars", "select 1 as one")
+    assert small.rows() == [(1,)] and "showing" not in capsys.readouterr().out
+
+
+def test_direct_flag_uses_the_direct_endpoint(shell, magics):
+    shell.run_line_magic("neon", "connect")
+    shell.run_cell_magic("sql", "--direct d", "select 7 as seven")
+    assert shell.user_ns["d"].loc[0, "seven"] == 7
+    stats = magics.session().pool_stats()
+    assert stats["direct"]["idle"] == 1 and stats["pooled"]["idle"] == 0
+
+
+def test_server_errors_show_message_caret_and_hint(shell, magics, capsys):
+    shell.run_line_magic("neon", "connect")
+    shell.user_ns["long"] = "a fairly long value that shifts every position after it"
+    result, out = run(shell, capsys, "%%sql\nselect :long as v,\n       relnam from pg_class")
+    assert isinstance(result.error_in_exec, CellError)
+    lines = out.splitlines()
+    assert 'ERROR:  column "relnam" does not exist (SQLSTATE 42703)' in lines
+    i = lines.index("LINE 2:        relnam from pg_class")
+    assert lines[i + 1] == " " * len("LINE 2:        ") + "^"
+    assert any(line.startswith("HINT:  Perhaps you meant") for line in lines)
+    assert "Traceback" not in out
+
+
+def test_server_errors_show_detail(shell, magics, table, capsys):
+    shell.run_line_magic("neon", "connect")
+    result, out = run(shell, capsys, f"%%sql\ninsert into {table} (id) values (1)")
+    assert isinstance(result.error_in_exec, CellError)
+    assert "duplicate key value violates unique constraint" in out
+    assert "DETAIL:  Key (id)=(1) already exists." in out
+    assert "Traceback" not in out
+
+
+def test_connection_errors_are_plain_words_without_the_password(shell, magics, compute, capsys):
+    parts = urlsplit(compute.direct_url)
+    wrong = "Wr0ng-secret"
+    url = urlunsplit(parts._replace(netloc=f"postgres:{wrong}@{parts.hostname}:{parts.port}"))
+    shell.run_line_magic("neon", f"connect bad {url}")
+    result, out = run(shell, capsys, "%%sql -c bad\nselect 1")
+    assert isinstance(result.error_in_exec, CellError)
+    assert "PermanentConnectError: The server rejected the user name or password" in out
+    assert wrong not in out and "Traceback" not in out
+
+
+def test_connect_list_use_close(shell, magics, compute, capsys):
+    shell.run_line_magic("neon", "connect")
+    shell.run_line_magic("neon", f"connect other {compute.direct_url}")
+    shell.run_line_magic("neon", "list")
+    out = capsys.readouterr().out
+    assert "* default: postgres@" in out and "(pooled)" in out
+    assert "  other: postgres@" in out and "[unknown]" in out
+    shell.run_line_magic("neon", "use other")
+    shell.run_line_magic("neon", "warm")
+    assert "answered after" in capsys.readouterr().out
+    assert magics.sessions["other"].state == "active" and magics.sessions["default"].state == "unknown"
+    shell.run_line_magic("neon", "status")
+    shell.run_line_magic("neon", "list")
+    out = capsys.readouterr().out
+    assert re.search(r"state +active", out) and "* other:" in out
+    shell.run_line_magic("neon", "close other")
+    shell.run_line_magic("neon", "list")
+    out = capsys.readouterr().out
+    assert "other" not in out.replace("closed other", "") and "* default:" in out
+    with pytest.raises(UsageError, match="other"):
+        shell.run_cell_magic("sql", "-c other", "select 1")
+    with pytest.raises(UsageError):
+        shell.run_line_magic("neon", "frobnicate")
+    assert password(compute) not in out
+
+
+def test_no_password_in_any_output(shell, magics, compute, capsys):
+    shell.run_line_magic("neon", f"connect secretive {compute.direct_url}")
+    for cell in ("%neon list", "%neon status", "%neon warm secretive", "%%sql\nselect 1 as x",
+                 "%%sql\nselect nope"):
+        _, out = run(shell, capsys, cell)
+        assert password(compute) not in out, cell
+
+
+def test_sql_without_a_connection_says_how_to_make_one(shell, magics):
+    with pytest.raises(UsageError, match="%neon connect"):
+        shell.run_cell_magic("sql", "", "select 1")
+
+
+def test_load_ext_neon_notebook(shell):
+    import neon_notebook
+
+    if "load_ipython_extension" not in dir(neon_notebook):
+        pytest.skip("neon_notebook does not re-export load_ipython_extension yet")
+    shell.run_line_magic("load_ext", "neon_notebook")
+    assert "neon" in shell.magics_manager.magics["line"]
+    assert "sql" in shell.magics_manager.magics["cell"]
+
+
+def test_status_shows_the_sessions_panel_in_a_notebook(shell, magics, monkeypatch):
+    from neon_notebook import magics as magics_module
+
+    shown = []
+    monkeypatch.setattr(magics_module, "in_notebook", lambda: True)
+    monkeypatch.setattr(magics_module, "display", shown.append)
+    shell.run_line_magic("neon", "connect")
+    shell.run_line_magic("neon", "status")
+    shell.run_line_magic("neon", "")  # bare %neon is status
+    assert len(shown) == 2 and shown[0] is shown[1]  # one panel per session, shown twice
+    assert "unknown" in shown[0].state_html.value
+    shown[0].close()
+
+
+def test_use_a_session_made_in_python(shell, compute, capsys):
+    import neon_notebook as nn
+
+    shell.run_line_magic("load_ext", "neon_notebook")
+    shell.user_ns["my_session"] = nn.connect(compute.direct_url, suspend_after=None)
+    try:
+        shell.run_line_magic("neon", "use my_session")
+        shell.run_cell_magic("sql", "answer", "select 6 * 7 as x")
+        assert shell.user_ns["answer"]["x"].tolist() == [42]
+    finally:
+        shell.user_ns["my_session"].close()
