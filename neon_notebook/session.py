@@ -11,7 +11,6 @@ user asks for and which ends by itself.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
@@ -100,7 +99,6 @@ class Session:
         self._keep_warm: threading.Event | None = None
         self._closed = False
         self._finalizer = weakref.finalize(self, _close_pools, list(self._pools.values()), self._tracker)
-        atexit.register(self._finalizer)
 
     # -- endpoints and state -------------------------------------------------
     def _endpoint(self, role: str) -> Endpoint:

@@ -7,7 +7,6 @@ notebook for the interpreter lock. This object is its remote control.
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import secrets
@@ -89,7 +88,6 @@ class LocalCompute:
         self._proc.stdin.write(json.dumps(cfg) + "\n")
         self._proc.stdin.flush()
         self._finalizer = weakref.finalize(self, _shutdown, self._proc, self._tmp)
-        atexit.register(self._finalizer)
         hello = self._proc.stdout.readline()
         info = json.loads(hello) if hello else {"error": "the local compute process exited"}
         if "error" in info:
