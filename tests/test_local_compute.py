@@ -28,7 +28,8 @@ def raw_startup_error(url: str) -> dict[str, str]:
     import struct
 
     port = int(url.rsplit(":", 1)[1].split("/")[0])
-    body = struct.pack("!i", 196608) + b"user\0postgres\0database\0postgres\0\0"
+    # Not the owner role, so the proxy does not ask for a password before waking.
+    body = struct.pack("!i", 196608) + b"user\0someone\0database\0postgres\0\0"
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(struct.pack("!i", len(body) + 4) + body)
         data = b""
@@ -170,6 +171,33 @@ def test_wrong_password_is_refused(compute):
     bad = compute.direct_url.replace("postgres:", "postgres:x", 1)
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(bad, connect_timeout=5)
+
+
+@pytest.mark.parametrize("endpoint", ["direct_url", "pooled_url"])
+def test_wrong_password_wakes_nothing(make_compute, pgbouncer, endpoint):
+    """As on Neon, the proxy checks the password before it wakes the compute."""
+    c = make_compute(suspend_after=None, activation_delay=2.0)
+    bad = getattr(c, endpoint).replace("postgres:", "postgres:x", 1)
+    started = time.monotonic()
+    with pytest.raises(psycopg.OperationalError, match='password authentication failed for user "postgres"'):
+        psycopg.connect(bad, connect_timeout=10)
+    assert time.monotonic() - started < 1.0
+    assert (c.wakes, c.state) == (0, "suspended")
+    with psycopg.connect(getattr(c, endpoint), connect_timeout=10, prepare_threshold=None) as conn:
+        assert conn.execute("select current_user").fetchone() == ("postgres",)
+    assert c.wakes == 1
+
+
+def test_other_roles_are_authenticated_by_postgres(compute):
+    with psycopg.connect(compute.direct_url, autocommit=True) as admin:
+        admin.execute("drop role if exists analyst")
+        admin.execute("create role analyst login password 'se cret'")
+    url = compute.direct_url.replace("postgres:", "analyst:", 1).split("@")[0].rsplit(":", 1)[0]
+    url = url + ":se%20cret@" + compute.direct_url.split("@")[1]
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        assert conn.execute("select current_user").fetchone() == ("analyst",)
+    with pytest.raises(psycopg.OperationalError, match='password authentication failed for user "analyst"'):
+        psycopg.connect(url.replace("se%20cret", "nope"), connect_timeout=5)
 
 
 def test_crash_and_restart(make_compute, pgbouncer):

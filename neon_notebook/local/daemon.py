@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import signal
 import socket
@@ -19,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import wire
+from . import scram, wire
 from .binaries import PGBOUNCER_INSTALL_HINT
 from .pgbouncer import PgBouncer
 from .postgres import Postgres
@@ -46,6 +47,8 @@ class Compute:
                                  cfg["password"], cfg["user"])
         self.pgbouncer = (PgBouncer(Path(cfg["pgbouncer"]), run_dir, cfg["password"], cfg["user"],
                                     pg_port=self.postgres.port) if cfg["pgbouncer"] else None)
+        self.password: str = cfg["password"]
+        self.salt = os.urandom(16)
         self.suspend_after: float | None = cfg["suspend_after"]
         self.activation_delay = cfg["activation_delay"]
         self.monitor_interval: float = cfg["monitor_interval"]
@@ -200,18 +203,41 @@ class Endpoint:
             if self.compute.state != "active" or self.backend is None:
                 client.close()  # nothing to cancel; never wake a compute for a cancel
                 return
-        else:
-            self.compute.note_connection()
-            if self.missing:
-                return self._refuse(client, self.missing)
-            error = self.compute.ensure_active()
-            if error:
-                return self._refuse(client, error)
+            return self._open(client, packet, None)
+        self.compute.note_connection()
+        if self.missing:
+            return self._refuse(client, self.missing)
+        user = wire.startup_params(packet).get("user", "")
+        final = None
+        if user == "postgres":
+            # As Neon's proxy: authenticate before waking, so a wrong password wakes nothing.
+            try:
+                final = scram.verify_client(client, self.compute.password, self.compute.salt)
+            except scram.AuthFailed:
+                return self._refuse(client, f'password authentication failed for user "{user}"')
+            except (wire.ProtocolError, OSError):
+                client.close()
+                return
+        error = self.compute.ensure_active()
+        if error:
+            return self._refuse(client, error)
+        self._open(client, packet, final)
+
+    def _open(self, client: socket.socket, packet: bytes, final: bytes | None) -> None:
+        """Connect to the backend and relay; if the proxy authenticated the client, log in for it."""
         server = socket.socket(socket.AF_UNIX)
         try:
             server.connect(str(self.backend))
             server.sendall(packet)
-        except OSError:
+            if final is not None:
+                scram.login(server, self.compute.password)
+                client.sendall(final + scram.auth_message(scram.AUTH_OK))
+        except wire.ServerError as exc:
+            server.close()
+            client.sendall(exc.raw)
+            client.close()
+            return
+        except (OSError, wire.ProtocolError):
             server.close()
             return self._refuse(client, COULD_NOT_CONNECT)
         relay(client, server, name=self.name)

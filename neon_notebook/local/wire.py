@@ -66,3 +66,20 @@ def error_response(message: str, sqlstate: str = "XX000", severity: str = "FATAL
     )
     body = fields + b"\0"
     return b"E" + struct.pack("!i", len(body) + 4) + body
+
+
+class ServerError(Exception):
+    """The server answered with an ErrorResponse; ``raw`` is the message to relay."""
+
+    def __init__(self, raw: bytes) -> None:
+        super().__init__("server error")
+        self.raw = raw
+
+
+def read_message(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One typed message after start-up: ``(type byte, body)``."""
+    header = _recv_exactly(sock, 5)
+    (length,) = struct.unpack("!i", header[1:])
+    if not 4 <= length <= 1 << 24:
+        raise ProtocolError(f"invalid message length {length}")
+    return header[:1], _recv_exactly(sock, length - 4)
