@@ -369,6 +369,10 @@ class Session:
     def _secrets(self) -> tuple[str, ...]:
         return tuple(s for role in ("pooled", "direct") for s in self._endpoint(role).secrets)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def pool_stats(self) -> dict[str, dict[str, int]]:
         """Per pool: its size, connections in use, idle connections."""
         return {role: {"size": p.max_size, "in_use": p.in_use, "idle": p.idle}
@@ -376,9 +380,12 @@ class Session:
 
     def close(self) -> None:
         """Close both pools (borrowed connections close when returned); idempotent."""
+        if self._closed:
+            return
         self._closed = True
         self.keep_warm(0)
         self._finalizer()
+        self._set_state(ComputeState.UNKNOWN, "session closed")  # we no longer watch the compute
 
     def __enter__(self) -> Session:
         return self

@@ -186,7 +186,8 @@ def _panel_class() -> type:
             if self._note:
                 rows.append(("last error", mask(self.session, self._note)))
             with self._lock:
-                self.wake_button.disabled = self._warming is not None and not self._warming.done()
+                self.wake_button.disabled = self.session.closed or (
+                    self._warming is not None and not self._warming.done())
                 self.state_html.value = _state_html(self.session, rows)
                 self.details_html.value = _details_html(rows)
 

@@ -200,3 +200,17 @@ def test_displaying_a_session_gives_the_panel_and_text(compute, closing, monkeyp
     panel = session.widget()
     closing(panel)
     assert "unknown" in panel.state_html.value
+
+
+def test_panel_shows_a_closed_session(compute):
+    import neon_notebook as nn
+    from neon_notebook.widgets import status_text, status_widget
+
+    session = nn.connect(compute.direct_url, suspend_after=None)
+    session.warm_up()
+    panel = status_widget(session)
+    session.close()
+    assert "session closed" in panel.state_html.value
+    assert panel.wake_button.disabled
+    assert "session closed" in status_text(session)
+    panel.close()
