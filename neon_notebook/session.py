@@ -338,7 +338,8 @@ class Session:
         stop = threading.Event()
         self._keep_warm = stop
         until = time.monotonic() + minutes * 60
-        interval = 60.0 if self.suspend_after is None else max(1.0, min(60.0, self.suspend_after / 3))
+        # Ping well inside the suspend window (a third of it, at most once a minute).
+        interval = 60.0 if self.suspend_after is None else max(0.1, min(60.0, self.suspend_after / 3))
 
         def run() -> None:
             while not stop.wait(min(interval, max(0.0, until - time.monotonic()))):

@@ -111,6 +111,18 @@ def test_open_transaction_keeps_it_awake(make_compute, pgbouncer):
     conn.close()
 
 
+def test_short_queries_between_polls_count_as_activity(make_compute):
+    """A query that starts and ends between two monitor polls still keeps the compute awake."""
+    c = make_compute(suspend_after=1.5, monitor_interval=0.5)
+    conn = psycopg.connect(c.direct_url, autocommit=True)
+    for _ in range(8):
+        conn.execute("select 1")
+        time.sleep(0.5)
+    assert c.suspensions == 0 and c.state == "active"
+    assert wait_for(lambda: c.state == "suspended", timeout=10)
+    conn.close()
+
+
 def test_new_connections_count_as_activity(make_compute):
     c = make_compute(suspend_after=1.5)
     for _ in range(6):

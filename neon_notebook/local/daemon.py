@@ -29,12 +29,16 @@ from .relay import relay
 log = logging.getLogger("neon_notebook.local")
 
 COULD_NOT_CONNECT = "Couldn't connect to compute node"
-# What Neon's compute monitor counts as activity: any client backend not idle
-# (idle in transaction included); the monitor's own backend excluded.
-_BUSY_SQL = """
-select count(*) from pg_stat_activity
-where backend_type = 'client backend' and state is distinct from 'idle'
-  and pid <> pg_backend_pid()
+# What Neon's compute monitor (compute_ctl's monitor.rs) counts as activity: a
+# client backend that is not idle (idle in transaction included) means "now";
+# otherwise the latest state change among idle ones (so a query that ran
+# between two polls counts); a running autovacuum worker means "now".
+_ACTIVITY_SQL = """
+select count(*) filter (where state is distinct from 'idle') > 0
+       or exists (select 1 from pg_stat_activity where backend_type = 'autovacuum worker'),
+       extract(epoch from clock_timestamp() - max(state_change))::float8
+from pg_stat_activity
+where backend_type = 'client backend' and pid <> pg_backend_pid()
 """
 
 
@@ -137,13 +141,18 @@ class Compute:
         self._last_activity = time.monotonic()
 
     # -- the compute monitor ------------------------------------------------
-    def _busy(self) -> bool:
+    def _last_active(self) -> float:
+        """When PostgreSQL last saw activity, on this process's monotonic clock."""
         import psycopg
 
         if self._monitor_conn is None or self._monitor_conn.closed:
             self._monitor_conn = psycopg.connect(self.postgres.conninfo, autocommit=True,
                                                  application_name="compute_monitor")
-        return self._monitor_conn.execute(_BUSY_SQL).fetchone()[0] > 0
+        busy, seconds_ago = self._monitor_conn.execute(_ACTIVITY_SQL).fetchone()
+        now = time.monotonic()
+        if busy:
+            return now
+        return now - seconds_ago if seconds_ago is not None else float("-inf")  # no clients
 
     def monitor(self) -> None:
         """Suspend after ``suspend_after`` seconds without activity."""
@@ -155,8 +164,7 @@ class Compute:
                 if self.state != "active" or self.suspend_after is None:
                     continue
                 try:
-                    if self._busy():
-                        self._last_activity = time.monotonic()
+                    self._last_activity = max(self._last_activity, self._last_active())
                 except Exception:
                     log.exception("compute monitor query failed")
                     self._monitor_conn = None
