@@ -12,10 +12,15 @@ quoting -- never by string formatting::
         for batch in stream:          # pyarrow.RecordBatch, bounded memory
             ...
 
-Queries run as ``COPY (query) TO STDOUT (FORMAT csv)`` parsed by Arrow's C++
-CSV reader with exact column types; statements COPY cannot wrap (SHOW,
-EXPLAIN, utility statements, several statements) run through a row path that
-gives the same types.  The type table is ``TYPES.md`` beside this file.
+Queries run as ``COPY (query) TO STDOUT``, its text stream parsed in blocks by
+Arrow's C++ CSV reader with exact column types while the next block arrives;
+statements COPY cannot wrap (SHOW, EXPLAIN, utility statements, several
+statements, ``INSERT ... RETURNING``) run through a row path that gives the
+same types.  The type table is ``TYPES.md`` beside this file.
+
+``progress(rows, bytes, estimate)`` callbacks get the rows and bytes received
+so far and the planner's row estimate (one ``EXPLAIN``, only when a callback
+is given); raising from one (KeyboardInterrupt included) cancels the read.
 
 A read is one transaction (or a savepoint inside the caller's): interrupting
 it (KeyboardInterrupt, Jupyter's stop button) cancels the query on the server
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -67,23 +73,30 @@ __all__ = [
     "read_arrow",
     "read_pandas",
     "read_polars",
+    "to_pandas",
     "to_parquet",
+    "to_polars",
 ]
+
+
+def _release_unused() -> None:
+    """Hand the parser's freed buffers back to the OS before a frame is built.
+
+    The allocator keeps them for reuse otherwise, and the conversion's own
+    allocations would stack on top (a few MB lower peak RSS per 1M rows).
+    """
+    pa.default_memory_pool().release_unused()
 
 
 def _field(col: Column, type_: pa.DataType) -> pa.Field:
     return pa.field(col.name, type_, metadata={"pg_type": col.kind.pgname})
 
 
-def _empty(kind) -> pa.Array:
-    return pa.array([], pa.string())
-
-
 def _decide(col: Column, chunks: list[pa.Array]) -> pa.DataType:
     kind = col.kind
     if not kind.deferred:
         return kind.arrow_type
-    surveys = [kind.survey(c) for c in chunks] or [kind.survey(_empty(kind))]
+    surveys = [kind.survey(c) for c in chunks] or [kind.survey(pa.array([], pa.string()))]
     return kind.decide(functools.reduce(kind.merge, surveys), col.name)
 
 
@@ -103,6 +116,11 @@ class BatchStream:
     The schema is fixed by the first batch (see ``TYPES.md``: an unconstrained
     ``numeric`` takes the scale its first batch needs); a later value the
     schema cannot hold raises :class:`UnrepresentableValue`.
+
+    The read's transaction stays open while you iterate (the server streams
+    as you consume), so a slow consumer holds a connection and a snapshot.
+    The connection must not be used for anything else meanwhile: psycopg
+    raises "another command is already in progress" if it is.
 
     Attributes a caller (e.g. a retry policy) can read at any time:
 
@@ -249,10 +267,13 @@ def read_pandas(
 
     ``dtype_backend="numpy_nullable"`` (default): nullable ``Int*``/``Float*``/
     ``boolean``/``string`` dtypes, ``datetime64[us, tz]``, ``datetime64[ms]``
-    for dates, ``Decimal`` objects for numeric.  ``"pyarrow"``: ``ArrowDtype``
-    columns, the Arrow table without conversion.
+    for dates, ``ArrowDtype(decimal128)`` for numeric (values are
+    ``decimal.Decimal``).  ``"pyarrow"``: ``ArrowDtype`` columns, the Arrow
+    table without conversion.  :func:`to_pandas` converts a table you have.
     """
-    return to_pandas(read_arrow(conn, query, params, progress=progress), dtype_backend)
+    table = read_arrow(conn, query, params, progress=progress)
+    _release_unused()
+    return to_pandas(table, dtype_backend)
 
 
 def read_polars(
@@ -263,7 +284,9 @@ def read_polars(
     progress: ProgressCallback | None = None,
 ) -> pl.DataFrame:
     """The whole result as a ``polars.DataFrame``, zero-copy from Arrow where polars can."""
-    return to_polars(read_arrow(conn, query, params, progress=progress))
+    table = read_arrow(conn, query, params, progress=progress)
+    _release_unused()
+    return to_polars(table)
 
 
 def to_parquet(
@@ -289,6 +312,10 @@ def to_parquet(
     partial = path + ".partial"
     writer = None
     rows = 0
+    # Encoding and compressing a batch (GIL released) overlaps with reading the
+    # next one; at most one batch waits to be written.
+    pool = ThreadPoolExecutor(1, thread_name_prefix="neon-notebook-parquet")
+    writing: Future | None = None
     try:
         with iter_batches(conn, query, params, batch_rows=batch_rows, progress=progress) as stream:
             for batch in stream:
@@ -296,8 +323,13 @@ def to_parquet(
                     writer = pq.ParquetWriter(
                         partial, parquet_schema(batch.schema), compression=compression
                     )
-                writer.write_batch(for_parquet(batch))
+                if writing is not None:
+                    writing.result()
+                writing = pool.submit(writer.write_batch, for_parquet(batch))
                 rows += batch.num_rows
+        if writing is not None:
+            writing.result()
+            writing = None
         if writer is None:
             writer = pq.ParquetWriter(
                 partial, parquet_schema(stream.schema), compression=compression
@@ -306,6 +338,13 @@ def to_parquet(
         writer = None
         os.replace(partial, path)
     finally:
+        if writing is not None:
+            writing.cancel()
+            try:
+                writing.result()
+            except BaseException:
+                pass
+        pool.shutdown(wait=True)
         if writer is not None:
             writer.close()
         if os.path.exists(partial):

@@ -12,10 +12,15 @@ Every result column gets a :class:`Kind`, chosen from its type OID and typmod
 
 Most kinds have a fixed Arrow type.  A few (``numeric``; arrays) are
 *deferred*: their Arrow type depends on the values (the largest scale of an
-unconstrained ``numeric``; a ``NaN`` that no decimal can hold).  They keep
-PostgreSQL's text until :meth:`Kind.decide` has seen the values -- all of them
-for ``read_*``, the first batch for streams -- and :meth:`Kind.apply` then
-converts, raising :class:`UnrepresentableValue` rather than losing digits.
+unconstrained ``numeric``; a ``NaN`` that no decimal can hold; a
+multi-dimensional array).  Blocks keep them raw (PostgreSQL's text, or the
+declared decimal Arrow's parser could read) until :meth:`Kind.decide` has
+surveyed the values -- all of them for ``read_*``, the first batch for
+streams -- and :meth:`Kind.apply` then converts, raising
+:class:`UnrepresentableValue` rather than losing digits.
+
+The COPY path uses COPY's text format, read by Arrow's CSV reader (tab
+delimiter, no quoting, ``\\N`` for NULL); hence the ``csv`` names.
 
 Text parsing follows the session's output settings, read at the start of
 each read (``SETTINGS_READ``); :func:`output_fixes` names the few values the
@@ -70,18 +75,6 @@ def output_fixes(settings: dict[str, str]) -> dict[str, str]:
     return fixes
 
 
-def arrow_timezone(name: str | None) -> str:
-    """A session TimeZone as an IANA name Arrow accepts (``UTC`` if it is not one)."""
-    import zoneinfo
-
-    if name:
-        try:
-            zoneinfo.ZoneInfo(name)
-            return name
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            pass
-    return "UTC"
-
 #: ``'infinity'`` and ``'-infinity'`` timestamps (timestamp and timestamptz):
 #: the largest and smallest instants Arrow holds, in microseconds since 1970.
 #: ``INT64_MIN + 1`` rather than ``INT64_MIN``, which numpy reads as NaT.
@@ -94,6 +87,19 @@ DATE_NEG_INFINITY_DAYS = -(2**31)
 _US_PER_DAY = 86_400_000_000
 _DECIMAL128_MAX_PRECISION = 38
 _DECIMAL256_MAX_PRECISION = 76
+
+
+def arrow_timezone(name: str | None) -> str:
+    """A session TimeZone as an IANA name Arrow accepts (``UTC`` if it is not one)."""
+    import zoneinfo
+
+    if name:
+        try:
+            zoneinfo.ZoneInfo(name)
+            return name
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            pass
+    return "UTC"
 
 
 @dataclass
@@ -110,6 +116,7 @@ class Kind:
     """How one PostgreSQL type becomes Arrow.  Subclasses override what differs."""
 
     pgname: str = "text"
+    arrow_type: pa.DataType = pa.string()
     csv_type: pa.DataType = pa.string()
     deferred: bool = False
 
@@ -118,8 +125,6 @@ class Kind:
             self.arrow_type = arrow_type
         if pgname is not None:
             self.pgname = pgname
-
-    arrow_type: pa.DataType = pa.string()
 
     def from_csv(self, arr: pa.Array) -> pa.Array:
         if arr.type == self.arrow_type:
@@ -330,7 +335,12 @@ class Numeric(Kind):
             self.precision = (t >> 16) & 0xFFFF
             self.scale = ((t & 0x7FF) ^ 1024) - 1024  # PG 15+: scale may be negative
             self.pgname = f"numeric({self.precision},{self.scale})"
-        self.arrow_type = self._declared_type() or pa.decimal128(38, 0)
+        declared = self._declared_type()
+        self.arrow_type = declared or pa.decimal128(38, 0)
+        # numeric(p, s), p <= 38: Arrow's CSV reader parses the decimal itself
+        # (a block holding NaN fails, is re-read as text, and decided as text).
+        typed = declared is not None and pa.types.is_decimal128(declared)
+        self.csv_type = declared if typed else pa.string()
 
     def _declared_type(self) -> pa.DataType | None:
         if self.precision is None:
@@ -345,6 +355,8 @@ class Numeric(Kind):
         return pa.string()
 
     def survey(self, arr: pa.Array) -> NumericSurvey:
+        if not pa.types.is_string(arr.type):  # parsed as the declared decimal
+            return NumericSurvey()
         arr = arr.drop_null() if arr.null_count else arr
         if len(arr) == 0:
             return NumericSurvey()
@@ -410,9 +422,10 @@ class Array(Kind):
 
     deferred = True
 
-    def __init__(self, element: Kind, loader: Callable[[bytes], Any]):
+    def __init__(self, element: Kind, loader: Callable[[bytes], Any], encoding: str = "utf-8"):
         self.element = element
         self.load = loader  # psycopg's text[] parser: quoting and escapes done right
+        self.encoding = encoding  # the loader decodes with the connection's encoding
         self.pgname = f"{element.pgname}[]"
         self.arrow_type = pa.list_(element.arrow_type)
 
@@ -421,10 +434,10 @@ class Array(Kind):
         offsets = [0]
         flat: list[str | None] = []
         multidim = False
-        load = self.load
+        load, enc = self.load, self.encoding
         for v in arr.to_pylist():
             if v is not None:
-                items = load(v.encode())
+                items = load(v.encode(enc))
                 if items and isinstance(items[0], list):
                     multidim = True
                     items = []
@@ -597,7 +610,7 @@ class TypeResolver:
         from psycopg import pq
 
         loader = self.conn.adapters.get_loader(1009, pq.Format.TEXT)(1009, self.conn)
-        return Array(element, loader.load)
+        return Array(element, loader.load, self.conn.info.encoding)
 
 
 # ---------------------------------------------------------------------------
