@@ -60,6 +60,9 @@ def worker(reader: str, url: str, query: str) -> dict:
             raise SystemExit("psql failed")
         return {"rows": None, "seconds": time.perf_counter() - started, "rss_mb": usage.ru_maxrss / 1024}
     if reader.startswith("neon"):
+        import pandas  # noqa: F401  (imported before timing, as for the peers)
+        import polars  # noqa: F401
+
         import neon_notebook as nn
 
         session = nn.connect(url, suspend_after=None)
@@ -68,11 +71,11 @@ def worker(reader: str, url: str, query: str) -> dict:
         started = time.perf_counter()
         if kind == "to_parquet":
             with tempfile.TemporaryDirectory() as tmp:
-                rows = session.to_parquet(query, os.path.join(tmp, "out.parquet"))
+                rows = session.to_parquet(query, os.path.join(tmp, "out.parquet"), progress=False)
         elif kind == "iter_batches":
-            rows = sum(b.num_rows for b in session.iter_batches(query))
+            rows = sum(b.num_rows for b in session.iter_batches(query, progress=False))
         else:
-            result = getattr(session, kind)(query)
+            result = getattr(session, kind)(query, progress=False)
             rows = len(result)
         seconds = time.perf_counter() - started
         session.close()
