@@ -60,10 +60,13 @@ def worker(reader: str, url: str, query: str) -> dict:
             raise SystemExit("psql failed")
         return {"rows": None, "seconds": time.perf_counter() - started, "rss_mb": usage.ru_maxrss / 1024}
     if reader.startswith("neon"):
-        import pandas  # noqa: F401  (imported before timing, as for the peers)
-        import polars  # noqa: F401
+        import importlib
 
         import neon_notebook as nn
+
+        # Import what this reader returns before timing, as the peers' workers do.
+        for module in {"read_polars": ["polars"], "read_pandas": ["pandas"]}.get(reader.split()[1], []):
+            importlib.import_module(module)
 
         session = nn.connect(url, suspend_after=None)
         session.warm_up()

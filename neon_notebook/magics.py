@@ -41,6 +41,7 @@ from .errors import NeonError
 from .progress import progress_bar
 from .session import Session, connect
 from .settings import summary
+from .sqltext import end_of_block_comment
 from .widgets import in_notebook, mask, shared_panel, status_text
 
 PREVIEW_ROWS = 50
@@ -104,15 +105,7 @@ def _skip(text: str, m: re.Match[str]) -> int:
     """The offset after a skipped token (finding the end of block comments and dollar quotes)."""
     token = m.group(1)
     if token == "/*":
-        depth, i = 1, m.end()
-        while depth and i < len(text):
-            if text.startswith("/*", i):
-                depth, i = depth + 1, i + 2
-            elif text.startswith("*/", i):
-                depth, i = depth - 1, i + 2
-            else:
-                i += 1
-        return i
+        return end_of_block_comment(text, m.start(1))
     if token.startswith("$"):
         end = text.find(token, m.end())
         return len(text) if end < 0 else end + len(token)

@@ -54,6 +54,7 @@ import pyarrow.csv as pcsv
 from psycopg import errors as pgerrors
 from psycopg import pq, sql
 
+from ..sqltext import end_of_block_comment
 from ._types import SETTINGS_READ, Column, TypeResolver, output_fixes
 
 Params = Union[Sequence[Any], Mapping[str, Any], None]
@@ -124,14 +125,7 @@ def _first_word(text: str) -> str:
             i = m.end()
             continue
         if text.startswith("/*", i):
-            depth, i = 1, i + 2
-            while i < n and depth:
-                if text.startswith("/*", i):
-                    depth, i = depth + 1, i + 2
-                elif text.startswith("*/", i):
-                    depth, i = depth - 1, i + 2
-                else:
-                    i += 1
+            i = end_of_block_comment(text, i)
             continue
         break
     m = re.match(r"[A-Za-z_]+", text[i:])
