@@ -195,16 +195,18 @@ class Session:
     def read_pandas(self, sql: str, params: Any = None, *, direct: bool = False,
                     dtype_backend: str = "numpy_nullable", progress: ProgressArg = "auto") -> pd.DataFrame:
         """The whole result as a ``pandas.DataFrame`` (``dtype_backend``: numpy_nullable or pyarrow)."""
-        from .readers import to_pandas
+        from . import readers
 
-        return to_pandas(self.read_arrow(sql, params, direct=direct, progress=progress), dtype_backend)
+        return self._read(lambda conn, p: readers.read_pandas(conn, sql, params, dtype_backend=dtype_backend,
+                                                              progress=p), direct, progress, len)
 
     def read_polars(self, sql: str, params: Any = None, *, direct: bool = False,
                     progress: ProgressArg = "auto") -> pl.DataFrame:
         """The whole result as a ``polars.DataFrame``, zero-copy from Arrow where possible."""
-        from .readers import to_polars
+        from . import readers
 
-        return to_polars(self.read_arrow(sql, params, direct=direct, progress=progress))
+        return self._read(lambda conn, p: readers.read_polars(conn, sql, params, progress=p),
+                          direct, progress, len)
 
     def to_parquet(self, sql: str, path: str | os.PathLike[str], params: Any = None, *,
                    direct: bool = False, progress: ProgressArg = "auto", **options: Any) -> int:
