@@ -208,13 +208,16 @@ def retry_call(
     ``WakeTimeout`` when the next wait would reach the deadline; both come
     ``from`` the driver error, with ``secrets`` scrubbed from their text.
     Exceptions that are not psycopg or OS errors pass through untouched.
-    ``on_retry(attempt, exc, verdict, delay)`` runs before each wait;
+    Delays space the starts of attempts, so an attempt that timed out after
+    waiting is retried at once. ``on_retry(attempt, exc, verdict, delay)`` runs
+    before each wait;
     ``attempts``, if given, is kept up to date.
     """
     backoff = backoff or Backoff()
     attempts = attempts if attempts is not None else Attempts()
     while True:
         attempts.count += 1
+        started = deadline.elapsed
         try:
             return fn(deadline.clamp(attempt_timeout))
         except (psycopg.Error, OSError) as exc:
@@ -225,7 +228,9 @@ def retry_call(
             if not verdict.transient:
                 raise PermanentConnectError(reason) from exc
             attempts.last = verdict
-            delay = backoff.next_delay(verdict.slow)
+            # Backoff spaces attempt *starts*: an attempt that already waited (a
+            # connect timeout while the compute wakes) has served its delay.
+            delay = max(0.0, backoff.next_delay(verdict.slow) - (deadline.elapsed - started))
             if delay >= deadline.remaining():
                 raise WakeTimeout(attempts=attempts.count, waited=deadline.elapsed, last_reason=reason) from exc
             if on_retry is not None:

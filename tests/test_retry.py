@@ -241,3 +241,23 @@ def test_other_exceptions_pass_through_untouched():
     with pytest.raises(KeyError):
         retry_call(connect, deadline=Deadline(60))
     assert len(calls) == 1
+
+
+def test_an_attempt_that_already_waited_is_retried_without_more_delay():
+    """A connect timeout during a cold start has served its backoff: retry at once."""
+    clock = FakeClock()
+    outcomes = ["timeout", "refused", "ok"]
+
+    def connect(timeout: float) -> str:
+        outcome = outcomes.pop(0)
+        if outcome == "timeout":
+            clock.now += timeout  # waited the whole connect_timeout
+            raise op("timeout expired")
+        if outcome == "refused":
+            raise op("Connection refused")  # failed at once
+        return "connected"
+
+    assert retry_call(connect, deadline=Deadline(60, clock=clock), attempt_timeout=5,
+                      sleep=clock.sleep) == "connected"
+    assert clock.sleeps[0] == 0.0  # after the 5 s timeout
+    assert clock.sleeps[1] >= Backoff.initial_delay  # after the instant refusal
