@@ -63,8 +63,9 @@ def worker(reader: str, url: str, query: str) -> dict:
         import importlib
 
         import neon_notebook as nn
+        import neon_notebook.readers  # noqa: F401
 
-        # Import what this reader returns before timing, as the peers' workers do.
+        # Import what this reader uses before timing, as the peers' workers do.
         for module in {"read_polars": ["polars"], "read_pandas": ["pandas"]}.get(reader.split()[1], []):
             importlib.import_module(module)
 
