@@ -320,3 +320,15 @@ def test_postgres_18_from_the_wheel(make_compute):
     c = make_compute(suspend_after=None, postgres_version=18)
     with psycopg.connect(c.direct_url, connect_timeout=10) as conn:
         assert conn.info.server_version // 10000 == 18
+
+
+def test_password_files_are_private(compute):
+    import stat
+    from pathlib import Path
+
+    run_dir = Path(compute.server_conninfo.split("host=")[1].split()[0])
+    password = compute.direct_url.split(":")[2].split("@")[0]
+    holding = [p for p in run_dir.iterdir() if p.is_file() and password in p.read_text(errors="ignore")]
+    assert [p.name for p in holding] == ["userlist.txt"]  # PgBouncer's, and nothing else
+    for path in holding:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path.name} is readable by others"

@@ -8,7 +8,9 @@ and many self-hosted poolers, so the failure they cause can be reproduced.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,7 +55,12 @@ class PgBouncer:
         self.ini_path = run_dir / "pgbouncer.ini"
         self.ini_path.write_text(_INI.format(run_dir=run_dir, pg_port=pg_port, port=port, extra=extra))
         quoted = password.replace('"', '""')
-        (run_dir / "userlist.txt").write_text(f'"postgres" "{quoted}"\n')
+        userlist = run_dir / "userlist.txt"
+        fd = os.open(userlist, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # readable by its owner only
+        with os.fdopen(fd, "w") as f:
+            f.write(f'"postgres" "{quoted}"\n')
+        if user is not None:
+            shutil.chown(userlist, user, user)
         self._proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10.0) -> None:
