@@ -53,7 +53,7 @@ def test_direct_is_derived_from_pooled_neon_url_keeping_the_cell_label():
 
 
 def test_pooled_is_derived_from_direct_neon_url_on_azure():
-    s = resolve_only(f"postgres://alex:{SECRET}@ep-quiet-sun-987654.eastus2.azure.neon.tech/db")
+    s = resolve_only("postgres://alex:" + SECRET + "@ep-quiet-sun-987654.eastus2.azure.neon.tech/db")
     assert s.direct.host == "ep-quiet-sun-987654.eastus2.azure.neon.tech"
     assert s.pooled.host == "ep-quiet-sun-987654-pooler.eastus2.azure.neon.tech"
     assert s.pooled.pooled and not s.direct.pooled
