@@ -128,3 +128,19 @@ def test_reads_record_last_query(compute, pgbouncer):
     pl_df = s.read_polars("select i from generate_series(1, 7) as i where i > %s", [3])
     assert pl_df["i"].to_list() == [4, 5, 6, 7]
     s.close()
+
+
+def test_reads_honour_schema_and_statement_timeout_on_both_endpoints(compute, pgbouncer):
+    with psycopg.connect(compute.direct_url, autocommit=True) as admin:
+        admin.execute("create schema if not exists reads_schema")
+        admin.execute("create table if not exists reads_schema.facts as select 11 as x")
+    s = nn.connect(compute.env()["DATABASE_URL"], direct_url=compute.direct_url, suspend_after=None,
+                   schema="reads_schema", statement_timeout=0.5)
+    try:
+        for direct in (False, True):
+            assert s.read_arrow("select x from facts", direct=direct).to_pylist() == [{"x": 11}]
+            assert s.read_polars("show search_path", direct=direct).item().strip('"') == "reads_schema"
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                s.read_arrow("select pg_sleep(3)", direct=direct)
+    finally:
+        s.close()
