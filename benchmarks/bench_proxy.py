@@ -62,7 +62,7 @@ def main() -> None:
             paths["pooled endpoint (proxy + PgBouncer)"] = compute.pooled_url
         env = dict(os.environ)
         times: dict[str, list[float]] = {name: [] for name in paths}
-        for name, conninfo in paths.items():  # warm-up
+        for conninfo in paths.values():  # warm-up
             psql_copy(conninfo, env)
         for _ in range(args.repeat):
             for name, conninfo in paths.items():
@@ -71,8 +71,8 @@ def main() -> None:
     base = statistics.median(times["server socket (no proxy)"])
     print(f"COPY {args.rows:,} rows ({size / 1e6:.0f} MB table) to /dev/null with psql, "
           f"{args.repeat} runs each, interleaved\n")
-    print(f"| path | median s | min s | throughput vs server |")
-    print(f"|---|---|---|---|")
+    print("| path | median s | min s | throughput vs server |")
+    print("|---|---|---|---|")
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"| {name} | {med:.3f} | {min(ts):.3f} | {base / med:.0%} |")

@@ -239,24 +239,19 @@ class Session:
         for attempt in (1, 2):
             tracker = _Tracker(progress)
             started = time.perf_counter()
-            with self._borrow(role) as conn:
-                stream = readers.iter_batches(conn, sql, params, progress=tracker, **options)
-                try:
-                    with stream:
-                        yield from stream
-                except psycopg.OperationalError as exc:
-                    if not _lost(conn, exc):
+            lost, stream = False, None
+            try:
+                with self._borrow(role) as conn:
+                    stream = readers.iter_batches(conn, sql, params, progress=tracker, **options)
+                    try:
+                        with stream:
+                            yield from stream
+                    except psycopg.OperationalError as exc:
+                        lost = _lost(conn, exc)
                         raise
-                    if stream.delivered:
-                        raise ResultInterrupted(
-                            f"The connection was lost after {stream.rows_delivered:,} rows had been "
-                            f"delivered ({classify(exc).reason}); the result is incomplete. Run the "
-                            "read again.", rows=stream.rows_delivered) from exc
-                    if attempt == 2:
-                        raise
-                    log.info("read interrupted before any row arrived (%s); retrying once",
-                             classify(exc).reason)
-                    continue
+            except psycopg.OperationalError as exc:
+                _retry_or_raise(exc, attempt, lost, stream.rows_delivered if stream else 0)
+                continue
             self.last_query = QueryStats(stream.rows, stream.bytes, time.perf_counter() - started)
             return
 
@@ -284,9 +279,7 @@ class Session:
                         lost = _lost(conn, exc)
                         raise
             except psycopg.OperationalError as exc:
-                if attempt == 2 or not lost:
-                    raise
-                log.info("read interrupted (%s); retrying once", classify(exc).reason)
+                _retry_or_raise(exc, attempt, lost, rows_delivered=0)
                 continue
             self.last_query = QueryStats(count(result), tracker.bytes, time.perf_counter() - started)
             return result
@@ -424,6 +417,20 @@ def _progress(progress: ProgressArg) -> Iterator[Progress | None]:
 
     with progress_bar(progress) as bar:  # turns red on errors and interrupts
         yield bar
+
+
+def _retry_or_raise(exc: psycopg.OperationalError, attempt: int, lost: bool, rows_delivered: int) -> None:
+    """Return when a read cut by ``exc`` may run again (once, and only if nothing was delivered)."""
+    if not lost:
+        raise exc
+    if rows_delivered:
+        raise ResultInterrupted(
+            f"The connection was lost after {rows_delivered:,} rows had been delivered "
+            f"({classify(exc).reason}); the result is incomplete. Run the read again.",
+            rows=rows_delivered) from exc
+    if attempt == 2:
+        raise exc
+    log.info("read interrupted before any row arrived (%s); retrying once", classify(exc).reason)
 
 
 def _lost(conn: psycopg.Connection, exc: BaseException) -> bool:

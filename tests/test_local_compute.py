@@ -332,3 +332,14 @@ def test_password_files_are_private(compute):
     assert [p.name for p in holding] == ["userlist.txt"]  # PgBouncer's, and nothing else
     for path in holding:
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path.name} is readable by others"
+
+
+def test_a_failed_wake_command_raises(make_compute):
+    from neon_notebook.local import LocalComputeError
+
+    c = make_compute(suspend_after=None)
+    c.fail_next_wakes(1)
+    with pytest.raises(LocalComputeError, match="Couldn't connect to compute node"):
+        c.wake()
+    c.wake()
+    assert c.state == "active" and c.wakes == 1

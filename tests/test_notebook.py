@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
-import pytest
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
 URL_WITH_PASSWORD = re.compile(r"postgres(?:ql)?://[^/\s@:]+:(?!\*\*\*\*@)[^/\s@]+@")

@@ -258,6 +258,11 @@ class Endpoint:
         self.sock.close()
 
 
+def _raise_if(error: str | None) -> None:
+    if error:
+        raise RuntimeError(error)
+
+
 def main(argv: list[str]) -> None:
     cfg = json.loads(argv[0])
     logging.basicConfig(filename=str(Path(cfg["run_dir"]) / "compute.log"), level=logging.INFO,
@@ -299,7 +304,7 @@ def main(argv: list[str]) -> None:
         "status": lambda _: None,
         "suspend": lambda _: compute.suspend(),
         "crash": lambda _: compute.crash(),
-        "wake": lambda _: compute.ensure_active(),
+        "wake": lambda _: _raise_if(compute.ensure_active()),
         "fail_next_wakes": lambda msg: compute.fail_next_wakes(msg["n"]),
     }
     for line in sys.stdin:

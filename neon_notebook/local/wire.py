@@ -25,7 +25,7 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
         if not chunk:
-            raise ProtocolError("client closed the connection during start-up")
+            raise ProtocolError("the peer closed the connection mid-message")
         buf += chunk
     return bytes(buf)
 
