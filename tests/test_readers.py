@@ -244,7 +244,7 @@ def test_iter_batches_sizes_and_counters(conn):
         sizes.append(b.num_rows)
         assert stream.rows_delivered == sum(sizes) and stream.delivered == len(sizes)
     assert sizes == [100] * 10 + [5]
-    assert stream.rows == 1005 and stream.bytes > 0 and stream.path == "copy"
+    assert stream.rows == 1005 and stream.bytes > 0 and stream.path == "copy binary"
     assert stream.schema.types == [pa.int32(), pa.string()]
     _assert_healthy(conn)
 
@@ -538,7 +538,7 @@ def test_other_client_encodings(direct_url):
 def test_table_and_select_into(conn):
     conn.execute("DROP TABLE IF EXISTS src, made; CREATE TABLE src AS SELECT 1 AS x")
     stream = iter_batches(conn, "TABLE src")
-    assert stream.read_all().to_pylist() == [{"x": 1}] and stream.path == "copy"
+    assert stream.read_all().to_pylist() == [{"x": 1}] and stream.path == "copy binary"
     stream = iter_batches(conn, "SELECT x INTO made FROM src")  # COPY refuses SELECT INTO
     assert stream.read_all().num_columns == 0 and stream.path == "rows"
     assert conn.execute("SELECT x FROM made").fetchall() == [(1,)]

@@ -129,7 +129,7 @@ class BatchStream:
     ``rows``, ``bytes`` rows and COPY bytes received from the server so far
     ``estimate``        the planner's row estimate (only with a progress callback)
     ``schema``          the Arrow schema, once known (after the first batch or the end)
-    ``path``            ``"copy"`` or ``"rows"``, once known
+    ``path``            ``"copy binary"``, ``"copy text"`` or ``"rows"``, once known
     """
 
     def __init__(
@@ -155,7 +155,7 @@ class BatchStream:
     rows = property(lambda self: self._reader.rows, doc="Rows received so far.")
     bytes = property(lambda self: self._reader.bytes, doc="COPY bytes received so far.")
     estimate = property(lambda self: self._reader.estimate, doc="The planner's row estimate.")
-    path = property(lambda self: self._reader.path, doc='"copy" or "rows".')
+    path = property(lambda self: self._reader.path, doc='"copy binary", "copy text" or "rows".')
 
     def _fix_schema(self, block: Block | None) -> None:
         cols = self._reader.columns or []
@@ -242,7 +242,20 @@ def read_arrow(
     progress: ProgressCallback | None = None,
 ) -> pa.Table:
     """The whole result as one ``pyarrow.Table`` (chunked as it was read)."""
-    reader = Reader(conn, query, params, batch_bytes=COLLECT_BLOCK_BYTES, progress=progress)
+    return _read_table(conn, query, params, progress)
+
+
+def _read_table(
+    conn: psycopg.Connection,
+    query: Query,
+    params: Params,
+    progress: ProgressCallback | None,
+    views: bool = False,
+) -> pa.Table:
+    """read_arrow; ``views``: strings as ``string_view`` where the COPY binary path can."""
+    reader = Reader(
+        conn, query, params, batch_bytes=COLLECT_BLOCK_BYTES, progress=progress, views=views
+    )
     blocks = list(reader.blocks())
     cols = reader.columns or []
     arrays = []
@@ -250,6 +263,8 @@ def read_arrow(
     for i, col in enumerate(cols):
         chunks = [c for b in blocks for c in b.columns[i]]
         type_ = _decide(col, chunks)
+        if views and chunks and not col.kind.deferred:
+            type_ = chunks[0].type  # string_view for string, where the path gave one
         arrays.append(pa.chunked_array([_apply(col, type_, c) for c in chunks], type=type_))
         fields.append(_field(col, type_))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
@@ -284,7 +299,7 @@ def read_polars(
     progress: ProgressCallback | None = None,
 ) -> pl.DataFrame:
     """The whole result as a ``polars.DataFrame``, zero-copy from Arrow where polars can."""
-    table = read_arrow(conn, query, params, progress=progress)
+    table = _read_table(conn, query, params, progress, views=True)
     _release_unused()
     return to_polars(table)
 

@@ -55,6 +55,7 @@ from psycopg import errors as pgerrors
 from psycopg import pq, sql
 
 from ..sqltext import end_of_block_comment
+from ._errors import UnrepresentableValue
 from ._types import SETTINGS_READ, Column, TypeResolver, output_fixes
 
 Params = Union[Sequence[Any], Mapping[str, Any], None]
@@ -76,6 +77,9 @@ COLLECT_BLOCK_BYTES = 1 * 2**20
 MAX_PENDING_BLOCKS = 2
 PROGRESS_INTERVAL_S = 0.25
 
+#: Read COPY's binary format when the decoder handles every column (tests
+#: turn this off to exercise the text format on the same types).
+BINARY_COPY = True
 _COPYABLE_FIRST_WORDS = {"select", "with", "values", "table"}
 _SAVEPOINT = "neon_notebook_read"
 
@@ -86,6 +90,12 @@ class Block:
 
     columns: list[list[pa.Array]]
     num_rows: int
+
+
+try:
+    from . import _pgcopy
+except ImportError:  # built without a C compiler: the COPY text path serves every read
+    _pgcopy = None
 
 
 class _NotCopyable(Exception):
@@ -355,6 +365,65 @@ class _BlockParser:
         return Block(out, num_rows)
 
 
+class _BinaryBlockParser:
+    """Blocks of COPY's binary format, decoded by ``_pgcopy`` into Arrow buffers.
+
+    The decoder releases the GIL, so the reading loop keeps receiving while a
+    block is decoded, and writes into buffers from the parsing memory pool
+    that become the Arrow arrays as they are.  With ``views``, strings and
+    bytea come as ``string_view``/``binary_view``, which polars adopts
+    without a copy.
+    """
+
+    def __init__(self, columns: list[Column], views: bool = False):
+        self.columns = columns
+        codes, params, self._types = [], [], []
+        for c in columns:
+            kind, code, param, type_ = c.kind, c.wire, 0, c.kind.arrow_type
+            declared = getattr(kind, "csv_type", None) if code == "n" else None
+            if declared is not None and pa.types.is_decimal128(declared) and "N" in _pgcopy.CODES:
+                # numeric(p<=38, s) straight into its decimal128.
+                code, param, type_ = "N", declared.scale, declared
+            elif code == "n":
+                # Other numerics as numeric_out's text, decided by the Numeric kind.
+                type_ = pa.string()
+            elif views and code in "syju" and not kind.deferred:
+                param = 1
+                type_ = pa.binary_view() if pa.types.is_binary(type_) else pa.string_view()
+            codes.append(code)
+            params.append(param)
+            self._types.append(type_)
+        self.codes = "".join(codes).encode("ascii")
+        self.params = bytes(params)
+        self._allocate = functools.partial(pa.allocate_buffer, memory_pool=parse_pool())
+
+    def _type(self, i: int, code: int) -> pa.DataType:
+        # An 'N' column read as text ('n') in a block holding NaN or Infinity.
+        return pa.string() if code == ord("n") else self._types[i]
+
+    def parse(self, raw: bytearray, num_rows: int) -> Block:
+        codes = self.codes
+        try:
+            try:
+                rows, buffers, used = _pgcopy.decode(raw, codes, self._allocate, self.params)
+            except _pgcopy.DecimalOverflow:
+                # Digits past a numeric's typmod (never seen from PostgreSQL
+                # itself): this block's numerics as text, which Numeric decides.
+                codes = codes.replace(b"N", b"n")
+                rows, buffers, used = _pgcopy.decode(raw, codes, self._allocate, self.params)
+        except OverflowError as ex:
+            raise UnrepresentableValue(str(ex)) from None
+        except ValueError as ex:
+            raise psycopg.InternalError(f"{ex} (COPY sent {num_rows} rows)") from None
+        if rows != num_rows:
+            raise psycopg.InternalError(f"COPY sent {num_rows} rows but {rows} were decoded")
+        out = []
+        for i, (code, (validity, offsets, values)) in enumerate(zip(used, buffers)):
+            bufs = [validity] if offsets is None else [validity, offsets]
+            out.append([pa.Array.from_buffers(self._type(i, code), rows, bufs + [values])])
+        return Block(out, rows)
+
+
 _ESCAPES = [("\\b", "\b"), ("\\f", "\f"), ("\\n", "\n"), ("\\r", "\r"), ("\\t", "\t"), ("\\v", "\v")]
 
 
@@ -410,6 +479,7 @@ class Reader:
         batch_rows: int | None = None,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         progress: ProgressCallback | None = None,
+        views: bool = False,
     ):
         if batch_rows is not None and batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
@@ -421,9 +491,11 @@ class Reader:
         self.batch_rows = batch_rows or 2**62
         self.batch_bytes = batch_bytes
         self.progress = progress
+        #: Strings as ``string_view`` where the binary path can (for polars).
+        self.views = views
         #: The result's columns, known once the query has been described.
         self.columns: list[Column] | None = None
-        #: ``"copy"`` or ``"rows"``: which path the read took.
+        #: ``"copy binary"``, ``"copy text"`` or ``"rows"``: which path the read took.
         self.path: str | None = None
         self.rows = 0
         self.bytes = 0
@@ -490,15 +562,31 @@ class Reader:
             self.columns = TypeResolver(conn, scope.settings).resolve(fields)
             if self.progress is not None:
                 self.estimate = self._estimate(text)
-            stmt = ("COPY (\n" + text + "\n) TO STDOUT").encode(enc)
+            binary = self._binary_ok()
+            stmt = "COPY (\n" + text + "\n) TO STDOUT" + (" (FORMAT binary)" if binary else "")
             try:
-                self._start_copy(stmt)
+                self._start_copy(stmt.encode(enc))
             except (pgerrors.SyntaxError, pgerrors.FeatureNotSupported) as ex:
                 raise _NotCopyable(str(ex)) from ex
-            self.path = "copy"
+            self.path = "copy binary" if binary else "copy text"
             # On any exception (an interrupt, the consumer leaving early) the
             # scope cancels the COPY on the server and drains the connection.
-            yield from self._copy_loop()
+            yield from self._copy_loop(binary)
+
+    def _binary_ok(self) -> bool:
+        """Binary format when the decoder is built and reads every column's type.
+
+        Text values in the binary format are in the client encoding, unchecked
+        when the server's is SQL_ASCII: only UTF-8 on both sides goes binary.
+        """
+        info = self.conn.info
+        return (
+            BINARY_COPY
+            and _pgcopy is not None
+            and info.encoding in ("utf-8", "utf8")
+            and (info.parameter_status("server_encoding") or "").upper() == "UTF8"
+            and all(c.wire is not None for c in self.columns)
+        )
 
     def _start_copy(self, stmt: bytes) -> None:
         """Send the COPY; return once it streams, or raise the server's error.
@@ -524,15 +612,20 @@ class Reader:
             res = pgconn.get_result()
         raise error or psycopg.InternalError("COPY did not start")
 
-    def _copy_loop(self) -> Iterator[Block]:
+    def _copy_loop(self, binary: bool) -> Iterator[Block]:
         conn = self.conn
         pgconn = conn.pgconn
-        parser = _BlockParser(self.columns, conn.info.encoding)
+        if binary:
+            parser: _BlockParser | _BinaryBlockParser = _BinaryBlockParser(self.columns, self.views)
+        else:
+            parser = _BlockParser(self.columns, conn.info.encoding)
         pending: deque[Future[Block]] = deque()
         executor = ThreadPoolExecutor(1, thread_name_prefix="neon-notebook-parse")
         get = pgconn.get_copy_data
         limit_rows, limit_bytes = self.batch_rows, self.batch_bytes
-        by_rows = limit_rows < 2**62
+        # Rows are counted as messages (one per row) when batches are cut by
+        # rows, and in the binary format, which has no line ends to count.
+        by_rows = limit_rows < 2**62 or binary
         progress_on = self.progress is not None
         buf = bytearray()
         block_rows = 0
@@ -562,6 +655,11 @@ class Reader:
                                 self.rows, self.bytes = done_rows + block_rows, done_bytes + len(buf)
                                 self._report()
                             continue
+                        if binary and (nbytes == 2 or (nbytes == 21 and bytes(data[:6]) == b"PGCOPY")):
+                            # Not a row but the trailer: alone (2 bytes), or
+                            # after the header when there are no rows (19 + 2);
+                            # a row holds at least 6 bytes, 25 with the header.
+                            block_rows -= 1
                     elif len(buf) < limit_bytes:
                         continue
                     else:
@@ -580,6 +678,8 @@ class Reader:
                     _wait_readable(pgconn)
                 else:
                     self._finish_copy(pgconn)
+                    if binary and buf:
+                        block_rows -= 1  # the last message is the format's trailer
                     break
             if not by_rows:
                 block_rows = buf.count(b"\n")

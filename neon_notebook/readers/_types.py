@@ -110,6 +110,9 @@ class Column:
     oid: int
     typmod: int
     kind: Kind
+    #: How the binary COPY decoder reads this type (see ``_pgcopy.c``), or
+    #: ``None`` if only the text format is read.
+    wire: str | None = None
 
 
 class Kind:
@@ -516,6 +519,15 @@ _TEXT_NAMES = {
     2950: "uuid", 3802: "jsonb", 4072: "jsonpath",
 }
 
+# Builtin type OID -> the binary COPY decoder's code for its send function's
+# output (``_pgcopy.c``).  The kinds of these types give the same Arrow types
+# from either format.
+_WIRE = {
+    16: "?", 17: "y", 20: "8", 21: "2", 23: "4", 26: "4", 700: "4", 701: "8",
+    1082: "D", 1083: "8", 1114: "T", 1184: "T", 1186: "I", 1700: "n",
+    19: "s", 25: "s", 114: "s", 1042: "s", 1043: "s", 2950: "u", 3802: "j",
+}
+
 # Builtin array OID -> element OID.
 _ARRAYS = {
     1000: 16, 1001: 17, 1002: 18, 1003: 19, 1005: 21, 1007: 23, 1009: 25, 1016: 20,
@@ -555,7 +567,10 @@ class TypeResolver:
 
     def resolve(self, fields: Sequence[tuple[str, int, int]]) -> list[Column]:
         self._load_catalog({oid for _, oid, _ in fields})
-        return [Column(name, oid, mod, self._kind(oid, mod)) for name, oid, mod in fields]
+        return [
+            Column(name, oid, mod, self._kind(oid, mod), self._wire(oid))
+            for name, oid, mod in fields
+        ]
 
     def _known(self, oid: int) -> bool:
         return oid in _SCALARS or oid in _TEXT_NAMES or oid in _ARRAYS or oid in self._catalog
@@ -603,6 +618,19 @@ class TypeResolver:
         if t.category == "A" and t.elem:
             return self._array(self._kind(t.elem, typmod, depth + 1), t.delim)
         return Text(pgname=t.name)
+
+    def _wire(self, oid: int, depth: int = 0) -> str | None:
+        """The binary COPY code of a type: its base type's for a domain; enums and citext send text."""
+        if oid in _WIRE:
+            return _WIRE[oid]
+        t = self._catalog.get(oid)
+        if t is None or depth > 8:
+            return None
+        if t.typtype == "d":
+            return self._wire(t.basetype, depth + 1)
+        if t.typtype == "e" or t.name == "citext":
+            return "s"
+        return None
 
     def _array(self, element: Kind, delim: str) -> Kind:
         if delim != "," or isinstance(element, Array):
