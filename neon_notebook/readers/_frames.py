@@ -28,7 +28,10 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from ._lazy import lazy_module
+
+pc = lazy_module("pyarrow.compute")
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

@@ -49,14 +49,16 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 from psycopg import errors as pgerrors
 from psycopg import pq, sql
 
 from ..sqltext import end_of_block_comment
 from ._errors import UnrepresentableValue
+from ._lazy import lazy_module
 from ._types import SETTINGS_READ, Column, TypeResolver, output_fixes
+
+pc = lazy_module("pyarrow.compute")
+pcsv = lazy_module("pyarrow.csv")
 
 Params = Union[Sequence[Any], Mapping[str, Any], None]
 Query = Union[str, bytes, sql.Composable]
@@ -289,6 +291,7 @@ class _BlockParser:
     def __init__(self, columns: list[Column], encoding: str):
         self.columns = columns
         self.encoding = encoding
+        pc.cast  # load the lazy modules here, not first in the parsing thread
         names = [f"c{i}" for i in range(len(columns))]
         self._names = names
         # COPY's text format: one line per row, tab-separated, \N for NULL,

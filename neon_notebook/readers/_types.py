@@ -36,9 +36,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ._errors import TypeFallbackWarning, UnrepresentableValue
+from ._lazy import lazy_module
+
+pc = lazy_module("pyarrow.compute")
 
 # Settings that shape PostgreSQL's text output, read at the start of a read.
 SETTINGS_READ = ("TimeZone", "DateStyle", "IntervalStyle", "extra_float_digits", "bytea_output")
