@@ -27,7 +27,10 @@ from neon_notebook.readers import (
     UnrepresentableValue,
     iter_batches,
     read_arrow,
+    read_polars,
+    to_polars,
 )
+from neon_notebook.readers import _stream
 
 from readers_support import arrow_values, oracle, same
 
@@ -37,6 +40,15 @@ PROPERTY = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+@pytest.fixture(autouse=True, params=["binary", "text"])
+def copy_format(request, monkeypatch):
+    """Every test here runs on both COPY formats: binary (the C decoder) and text (Arrow's CSV reader)."""
+    if request.param == "binary" and _stream._pgcopy is None:
+        pytest.fail("the binary COPY decoder (neon_notebook.readers._pgcopy) is not built")
+    monkeypatch.setattr(_stream, "BINARY_COPY", request.param == "binary")
+    return request.param
 
 
 @pytest.fixture
@@ -82,6 +94,11 @@ def roundtrip(db, table: str, pgtype: str, values: list, *, via_rows: bool = Fal
     assert len(ours) == len(expected)
     for i, (a, b) in enumerate(zip(ours, expected)):
         assert same(pgtype, a, b), f"row {i}: reader {a!r} != psycopg {b!r} ({pgtype})"
+    # read_polars (string views on the binary path) against polars' own conversion.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TypeFallbackWarning)
+        frame = read_polars(db, query)
+        assert frame.equals(to_polars(got)), f"read_polars differs from to_polars(read_arrow) ({pgtype})"
     return got
 
 

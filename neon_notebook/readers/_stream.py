@@ -663,6 +663,9 @@ class Reader:
                             # after the header when there are no rows (19 + 2);
                             # a row holds at least 6 bytes, 25 with the header.
                             block_rows -= 1
+                            if not block_rows:
+                                buf = bytearray()
+                                continue
                     elif len(buf) < limit_bytes:
                         continue
                     else:

@@ -1,0 +1,210 @@
+"""The binary COPY decoder (``neon_notebook.readers._pgcopy``) on real and on broken input.
+
+Real input comes from PostgreSQL's own ``COPY ... (FORMAT binary)``; the
+oracle is psycopg's decoding of the same query.  Broken input (truncated,
+mutated, random bytes) must raise, never crash or return a partial block.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import psycopg
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from neon_notebook.readers import iter_batches, read_arrow
+from neon_notebook.readers import _stream
+
+pgcopy = _stream._pgcopy
+
+ALLOCATE = functools.partial(pa.allocate_buffer)
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# One row per type the decoder reads, NULLs in the second row.
+COLUMNS = {
+    "b": ("true", "?"),
+    "i2": ("-2::int2", "2"),
+    "i4": ("2147483647", "4"),
+    "i8": ("(-9223372036854775808)::int8", "8"),
+    "f4": ("'NaN'::float4", "4"),
+    "f8": ("'-Infinity'::float8", "8"),
+    "d": ("'infinity'::date", "D"),
+    "ts": ("'2024-02-29 12:34:56.789012'::timestamp", "T"),
+    "tz": ("'1900-01-01 00:00:00+05:30'::timestamptz", "T"),
+    "t": ("'24:00:00'::time", "8"),
+    "iv": ("interval '-1 year 2 days 03:04:05.000006'", "I"),
+    "s": ("E'tab\\there\\nnew ☃'", "s"),
+    "y": ("'\\x00ff10'::bytea", "y"),
+    "j": ("'{\"a\": [1, null]}'::jsonb", "j"),
+    "u": ("'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'::uuid", "u"),
+    "n": ("-12345678901234567890.000100::numeric", "n"),
+}
+
+
+@pytest.fixture
+def conn(direct_url):
+    with psycopg.connect(direct_url, autocommit=True, prepare_threshold=None) as c:
+        yield c
+
+
+def _copy_binary(conn: psycopg.Connection, query: str) -> bytes:
+    with conn.cursor().copy(f"COPY ({query}) TO STDOUT (FORMAT binary)") as copy:
+        return b"".join(bytes(chunk) for chunk in copy)
+
+
+@pytest.fixture(scope="module")
+def sample(direct_url):
+    """A real binary COPY stream of two rows (values, then NULLs), and its codes."""
+    with psycopg.connect(direct_url, autocommit=True) as conn:
+        values = ", ".join(f"{expr} AS {name}" for name, (expr, _) in COLUMNS.items())
+        nulls = ", ".join(f"NULL::{_type(conn, expr)}" for expr, _ in COLUMNS.values())
+        data = _copy_binary(conn, f"SELECT {values} UNION ALL SELECT {nulls}")
+    codes = "".join(code for _, code in COLUMNS.values()).encode()
+    return data, codes
+
+
+def _type(conn: psycopg.Connection, expr: str) -> str:
+    return conn.execute(f"SELECT pg_typeof({expr})::text").fetchone()[0]
+
+
+def test_decoder_is_built():
+    # pip builds it; without a C compiler the readers fall back to COPY text,
+    # which is slower -- not acceptable for this project's own test runs.
+    assert pgcopy is not None, "neon_notebook.readers._pgcopy was not compiled (no C compiler?)"
+
+
+def test_decodes_a_real_stream(sample):
+    data, codes = sample
+    rows, columns, used = pgcopy.decode(data, codes, ALLOCATE)
+    assert rows == 2 and used == codes and len(columns) == len(COLUMNS)
+    for (validity, offsets, values), code in zip(columns, codes.decode()):
+        assert validity is not None  # the second row is all NULLs
+        assert bytes(validity)[0] & 0b11 == 0b01
+        assert (offsets is None) == (code not in "syjun")
+
+
+def test_numeric_text_matches_postgres(direct_url):
+    """numeric_out's own text, for values around every digit-group boundary."""
+    values = ["0", "0.0000", "-0.5", "1", "9999", "10000", "12345.6789", "0.00012", "-100000000.1",
+              "1e-20", "123456789012345678901234567890.123456789", "NaN", "Infinity", "-Infinity",
+              "0.1000", "1000.0001", "-99999999999999999999"]
+    with psycopg.connect(direct_url, autocommit=True) as conn:
+        query = "SELECT v::numeric FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, i) ORDER BY i"
+        data = _copy_binary(conn, psycopg.ClientCursor(conn).mogrify(query, [values]))
+        expected = [r[0] for r in conn.execute(
+            "SELECT v::numeric::text FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, i) ORDER BY i",
+            [values],
+        )]
+    rows, [(validity, offsets, text)], _ = pgcopy.decode(data, b"n", ALLOCATE)
+    got = pa.Array.from_buffers(pa.string(), rows, [validity, offsets, text]).to_pylist()
+    assert got == expected
+
+
+def test_decimal_column_turns_to_text_on_nan(direct_url):
+    with psycopg.connect(direct_url, autocommit=True) as conn:
+        data = _copy_binary(conn, "SELECT v::numeric(6,2) FROM (VALUES (1.5), ('NaN'), (NULL)) AS t(v)")
+        plain = _copy_binary(conn, "SELECT v::numeric(6,2) FROM (VALUES (1.5), (-2), (NULL)) AS t(v)")
+    rows, [(validity, offsets, values)], used = pgcopy.decode(data, b"N", ALLOCATE, bytes([2]))
+    assert used == b"n"
+    assert pa.Array.from_buffers(pa.string(), rows, [validity, offsets, values]).to_pylist() == [
+        "1.50", "NaN", None]
+    rows, [(validity, offsets, values)], used = pgcopy.decode(plain, b"N", ALLOCATE, bytes([2]))
+    assert used == b"N" and offsets is None
+    got = pa.Array.from_buffers(pa.decimal128(6, 2), rows, [validity, values]).to_pylist()
+    assert [str(v) if v is not None else None for v in got] == ["1.50", "-2.00", None]
+
+
+def test_view_layout_matches_offsets(sample):
+    data, codes = sample
+    params = bytes(1 if c in "syju" else 0 for c in codes.decode())
+    _, flat, _ = pgcopy.decode(data, codes, ALLOCATE)
+    rows, viewed, _ = pgcopy.decode(data, codes, ALLOCATE, params)
+    for code, (v1, o1, d1), (v2, o2, d2) in zip(codes.decode(), flat, viewed):
+        if code not in "syju":
+            continue
+        plain_type, view_type = (pa.binary(), pa.binary_view()) if code == "y" else (pa.string(), pa.string_view())
+        a = pa.Array.from_buffers(plain_type, rows, [v1, o1, d1])
+        b = pa.Array.from_buffers(view_type, rows, [v2, o2, d2])
+        b.validate(full=True)
+        assert b.to_pylist() == a.to_pylist()
+
+
+def test_every_truncation_raises(sample):
+    """A block cut anywhere but a row boundary is an error, never fewer rows passed off as whole."""
+    data, codes = sample
+    header = 19
+    null_row = 2 + 4 * len(codes)  # the field count, then -1 for each field
+    first_row_end = len(data) - 2 - null_row
+    whole_rows = {header, first_row_end, len(data) - 2, len(data)}
+    for cut in range(1, len(data)):
+        if cut in whole_rows:
+            continue
+        with pytest.raises(ValueError):
+            pgcopy.decode(data[:cut], codes, ALLOCATE)
+
+
+@FUZZ
+@given(data=st.binary(max_size=200), codes=st.text("?248DTIsyjunN", min_size=1, max_size=6))
+def test_random_bytes_never_crash(data, codes):
+    try:
+        pgcopy.decode(data, codes.encode(), ALLOCATE, bytes(len(codes)))
+    except (ValueError, ArithmeticError):
+        pass
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_streams_never_crash(sample, data):
+    stream, codes = sample
+    stream = bytearray(stream)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(stream) - 1))
+        stream[i] = data.draw(st.integers(0, 255))
+    try:
+        pgcopy.decode(bytes(stream), codes, ALLOCATE)
+    except (ValueError, ArithmeticError):
+        pass
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown column code"):
+        pgcopy.decode(b"", b"x", ALLOCATE)
+    with pytest.raises(ValueError, match="scale"):
+        pgcopy.decode(b"", b"N", ALLOCATE)
+    with pytest.raises(ValueError, match="too small"):
+        pgcopy.decode(b"\x00\x01\x00\x00\x00\x04\x00\x00\x00\x01", b"4", lambda n: bytearray(0) if n else bytearray())
+
+
+def test_reader_uses_binary_for_common_types_and_text_for_the_rest(conn):
+    conn.execute("DROP TYPE IF EXISTS mood CASCADE; CREATE TYPE mood AS ENUM ('ok', 'sad')")
+    conn.execute("DROP DOMAIN IF EXISTS price; CREATE DOMAIN price AS numeric(8,2)")
+    common = ", ".join(expr for expr, _ in COLUMNS.values())
+    common += ", 'ok'::mood, 3.5::price, 'n'::name, 'c'::char(3), 'v'::varchar, 7::oid, '{}'::json"
+    stream = iter_batches(conn, f"SELECT {common}")
+    stream.read_all()
+    assert stream.path == "copy binary"
+    for other in ["ARRAY[1, 2]", "'10.0.0.1'::inet", "'12:00+01'::timetz", "'a'::\"char\"", "'(1,2)'::point"]:
+        stream = iter_batches(conn, f"SELECT {common}, {other}")
+        stream.read_all()
+        assert stream.path == "copy text", other
+
+
+def test_timestamp_beyond_arrow_range_is_an_error_not_a_wrong_value(conn):
+    from neon_notebook.readers import UnrepresentableValue
+
+    with pytest.raises(UnrepresentableValue, match="microsecond range"):
+        read_arrow(conn, "SELECT '294276-12-31 23:59:59'::timestamp AS t")
+    assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is fine
+
+
+def test_blocks_cut_at_the_trailer(conn):
+    """batch_rows landing on the last row, on an empty result, and on one row."""
+    for n, batch in [(10, 5), (0, 1), (1, 1), (3, 1)]:
+        stream = iter_batches(conn, "SELECT i, now()::date AS d FROM generate_series(1, %s) i", [n],
+                              batch_rows=batch)
+        sizes = [b.num_rows for b in stream]
+        assert sum(sizes) == n and all(s == batch for s in sizes) and stream.rows == n
+        assert stream.path == "copy binary"
