@@ -200,7 +200,34 @@ def test_timestamp_beyond_arrow_range_is_an_error_not_a_wrong_value(conn):
     assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is fine
 
 
-def test_blocks_cut_at_the_trailer(conn):
+@pytest.fixture(params=["C loop", "Python loop"])
+def reading_loop(request, monkeypatch):
+    """Run a test with the C reading loop (libpq's PQgetCopyData) and with the Python one."""
+    native = request.param == "C loop"
+    if native:
+        assert _stream.native_receive(), "the C reading loop could not bind psycopg's libpq"
+    monkeypatch.setattr(_stream, "NATIVE_RECEIVE", native)
+    return request.param
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "text"])
+def test_both_reading_loops_give_the_same_table(conn, reading_loop, monkeypatch, binary):
+    monkeypatch.setattr(_stream, "BINARY_COPY", binary)
+    query = ("SELECT i, md5(i::text) AS s, CASE WHEN i % 3 = 0 THEN NULL ELSE i * 1.5 END AS f, "
+             "now()::date - i AS d FROM generate_series(1, 50000) i")
+    expected = conn.execute(query).fetchall()
+    table = read_arrow(conn, query)
+    assert table.num_rows == 50000 and table.column(0).num_chunks > 1  # several 1 MB blocks
+    assert [tuple(r.values()) for r in table.to_pylist()] == expected
+    stream = iter_batches(conn, query, batch_rows=7000)
+    assert [b.num_rows for b in stream] == [7000] * 7 + [1000]
+    assert stream.path == ("copy binary" if binary else "copy text") and stream.rows == 50000
+    seen = []
+    read_arrow(conn, query, progress=lambda rows, nbytes, estimate: seen.append((rows, nbytes)))
+    assert seen[-1][0] == 50000 and seen == sorted(seen)
+
+
+def test_blocks_cut_at_the_trailer(conn, reading_loop):
     """batch_rows landing on the last row, on an empty result, and on one row."""
     for n, batch in [(10, 5), (0, 1), (1, 1), (3, 1)]:
         stream = iter_batches(conn, "SELECT i, now()::date AS d FROM generate_series(1, %s) i", [n],

@@ -12,11 +12,12 @@ quoting -- never by string formatting::
         for batch in stream:          # pyarrow.RecordBatch, bounded memory
             ...
 
-Queries run as ``COPY (query) TO STDOUT``, its text stream parsed in blocks by
-Arrow's C++ CSV reader with exact column types while the next block arrives;
-statements COPY cannot wrap (SHOW, EXPLAIN, utility statements, several
-statements, ``INSERT ... RETURNING``) run through a row path that gives the
-same types.  The type table is ``TYPES.md`` beside this file.
+Queries run as ``COPY (query) TO STDOUT (FORMAT binary)``, decoded in blocks
+by a small C decoder straight into Arrow buffers while the next block arrives
+(COPY's text format, parsed by Arrow's CSV reader, for types the decoder does
+not read); statements COPY cannot wrap (SHOW, EXPLAIN, utility statements,
+several statements, ``INSERT ... RETURNING``) run through a row path that
+gives the same types.  The type table is ``TYPES.md`` beside this file.
 
 ``progress(rows, bytes, estimate)`` callbacks get the rows and bytes received
 so far and the planner's row estimate (one ``EXPLAIN``, only when a callback

@@ -23,6 +23,11 @@
  * for Arrow's view layout (string_view/binary_view, which polars takes without
  * a copy) instead of offsets for the variable-length codes.
  *
+ * receive(pgconn_ptr, buffer, max_rows, max_bytes) is the reading loop: it
+ * appends CopyData messages to a RowBuffer with libpq's PQgetCopyData (the
+ * libpq psycopg uses, bound once with bind()), without the GIL, until the
+ * buffer is full, nothing is buffered, or the COPY ends.
+ *
  * Two passes over the block: the first checks the framing and sizes the
  * buffers, the second fills them.  Both run without the GIL, so the thread
  * reading the socket keeps going while a block is decoded.
@@ -461,24 +466,161 @@ done:
     return result;
 }
 
+/* ---- the reading loop ---------------------------------------------------- */
+
+typedef int (*getcopydata_fn)(void *conn, char **buffer, int async);
+typedef void (*freemem_fn)(void *ptr);
+static getcopydata_fn PQgetCopyData_ = NULL;
+static freemem_fn PQfreemem_ = NULL;
+
+enum { RECV_WAIT = 0, RECV_FULL = 1, RECV_DONE = 2, RECV_FAILED = 3 };
+
+/* Whole CopyData messages laid end to end, in memory of its own (malloc). */
+typedef struct {
+    PyObject_HEAD
+    char *data;
+    Py_ssize_t len, cap;
+    int exports;
+} RowBuffer;
+
+static void rowbuffer_dealloc(RowBuffer *self) {
+    free(self->data);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int rowbuffer_getbuffer(RowBuffer *self, Py_buffer *view, int flags) {
+    static char empty[1];
+    if (PyBuffer_FillInfo(view, (PyObject *)self, self->data ? self->data : empty, self->len, 1, flags) < 0)
+        return -1;
+    self->exports++;
+    return 0;
+}
+
+static void rowbuffer_releasebuffer(RowBuffer *self, Py_buffer *view) {
+    (void)view;
+    self->exports--;
+}
+
+static Py_ssize_t rowbuffer_length(RowBuffer *self) { return self->len; }
+
+static PyBufferProcs ROWBUFFER_AS_BUFFER = {(getbufferproc)rowbuffer_getbuffer,
+                                           (releasebufferproc)rowbuffer_releasebuffer};
+static PySequenceMethods ROWBUFFER_AS_SEQUENCE = {.sq_length = (lenfunc)rowbuffer_length};
+
+static PyTypeObject RowBufferType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "neon_notebook.readers._pgcopy.RowBuffer",
+    .tp_doc = "CopyData messages received by receive(), laid end to end (read-only buffer).",
+    .tp_basicsize = sizeof(RowBuffer),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)rowbuffer_dealloc,
+    .tp_as_buffer = &ROWBUFFER_AS_BUFFER,
+    .tp_as_sequence = &ROWBUFFER_AS_SEQUENCE,
+};
+
+static PyObject *bind(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long get, freemem;
+    if (!PyArg_ParseTuple(args, "KK", &get, &freemem)) return NULL;
+    if (!get || !freemem) {
+        PyErr_SetString(PyExc_ValueError, "null function pointer");
+        return NULL;
+    }
+    PQgetCopyData_ = (getcopydata_fn)(uintptr_t)get;
+    PQfreemem_ = (freemem_fn)(uintptr_t)freemem;
+    Py_RETURN_NONE;
+}
+
+/* Not a row: the binary format's trailer, alone or right after its header. */
+static inline int is_trailer(const char *msg, int n) {
+    return (n == 2 && (unsigned char)msg[0] == 0xff && (unsigned char)msg[1] == 0xff) ||
+           (n == 21 && memcmp(msg, SIGNATURE, 11) == 0 && (unsigned char)msg[19] == 0xff &&
+            (unsigned char)msg[20] == 0xff);
+}
+
+static PyObject *receive(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long ptr;
+    RowBuffer *rb;
+    long long max_rows;
+    Py_ssize_t max_bytes;
+    if (!PyArg_ParseTuple(args, "KO!Ln", &ptr, &RowBufferType, &rb, &max_rows, &max_bytes)) return NULL;
+    if (!PQgetCopyData_) {
+        PyErr_SetString(PyExc_RuntimeError, "bind() libpq first");
+        return NULL;
+    }
+    if (!ptr) {
+        PyErr_SetString(PyExc_ValueError, "the connection is closed");
+        return NULL;
+    }
+    if (rb->exports) {
+        PyErr_SetString(PyExc_BufferError, "the buffer is being decoded");
+        return NULL;
+    }
+    void *conn = (void *)(uintptr_t)ptr;
+    long long rows = 0;
+    int status, oom = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        if (rows >= max_rows || rb->len >= max_bytes) { status = RECV_FULL; break; }
+        char *msg = NULL;
+        int n = PQgetCopyData_(conn, &msg, 1);
+        if (n > 0) {
+            if (rb->len + n > rb->cap) {
+                Py_ssize_t cap = rb->cap ? 2 * rb->cap : (max_bytes < (1 << 20) ? max_bytes : (1 << 20)) + 65536;
+                if (cap < rb->len + n) cap = rb->len + n;
+                char *grown = realloc(rb->data, cap);
+                if (!grown) { PQfreemem_(msg); oom = 1; status = RECV_FAILED; break; }
+                rb->data = grown;
+                rb->cap = cap;
+            }
+            memcpy(rb->data + rb->len, msg, n);
+            rb->len += n;
+            rows += !is_trailer(msg, n);
+            PQfreemem_(msg);
+        } else {
+            status = n == 0 ? RECV_WAIT : n == -1 ? RECV_DONE : RECV_FAILED;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (oom) return PyErr_NoMemory();
+    return Py_BuildValue("(iL)", status, rows);
+}
+
 static PyMethodDef METHODS[] = {
     {"decode", decode, METH_VARARGS,
      "decode(data, codes, allocate, params=b'') -> (rows, [(validity, offsets, values)], codes_used)\n\n"
      "Decode whole rows of PostgreSQL's binary COPY format into buffers from\n"
      "allocate(nbytes), which must return a writable buffer of at least nbytes.\n"
      "codes_used differs from codes where an 'N' column had to be read as 'n'."},
+    {"bind", bind, METH_VARARGS,
+     "bind(PQgetCopyData_address, PQfreemem_address)\n\n"
+     "The libpq functions receive() calls: those of the libpq psycopg uses."},
+    {"receive", receive, METH_VARARGS,
+     "receive(pgconn_ptr, buffer, max_rows, max_bytes) -> (status, rows)\n\n"
+     "Append CopyData messages to buffer until max_rows rows or max_bytes bytes are\n"
+     "in it (status FULL), nothing more is buffered (WAIT: wait for the socket,\n"
+     "consume input, call again), the COPY ends (DONE) or libpq fails (FAILED).\n"
+     "rows counts the messages that are rows (not the binary format's trailer)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_pgcopy", NULL, -1, METHODS};
 
 PyMODINIT_FUNC PyInit__pgcopy(void) {
+    if (PyType_Ready(&RowBufferType) < 0) return NULL;
     PyObject *m = PyModule_Create(&MODULE);
     if (!m) return NULL;
     DecimalOverflow = PyErr_NewException("neon_notebook.readers._pgcopy.DecimalOverflow",
                                          PyExc_ArithmeticError, NULL);
     if (PyModule_AddObjectRef(m, "DecimalOverflow", DecimalOverflow) < 0 ||
-        PyModule_AddStringConstant(m, "CODES", CODES) < 0) {
+        PyModule_AddStringConstant(m, "CODES", CODES) < 0 ||
+        PyModule_AddObjectRef(m, "RowBuffer", (PyObject *)&RowBufferType) < 0 ||
+        PyModule_AddIntConstant(m, "WAIT", RECV_WAIT) < 0 || PyModule_AddIntConstant(m, "FULL", RECV_FULL) < 0 ||
+        PyModule_AddIntConstant(m, "DONE", RECV_DONE) < 0 ||
+        PyModule_AddIntConstant(m, "FAILED", RECV_FAILED) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -7,38 +7,39 @@ How one read goes (all on the caller's connection, one transaction)::
                                                               only for odd ones)
     Parse + Describe the text (unnamed statement)           -> column types
     [EXPLAIN (FORMAT JSON), only when a progress callback wants an estimate]
-    COPY (text) TO STDOUT (text format)                     -> CopyData rows
+    COPY (text) TO STDOUT (FORMAT binary)                   -> CopyData rows
+        (or COPY's text format, when a column's type has no binary decoder)
         rows gathered into blocks (batch_rows / batch_bytes); each block is
-        parsed by Arrow's CSV reader on a worker thread while the next block
-        is read from the socket
+        decoded on a worker thread while the next block is read from the socket
     COMMIT (or RELEASE + settings restored)
 
 Statements COPY cannot wrap (SHOW, EXPLAIN, utility statements, several
 statements, INSERT ... RETURNING) take the row path: the same scope and
 settings, a plain execute, and PostgreSQL's text values converted by the same
-:class:`~._types.Kind` rules, so both paths give the same Arrow types.
+:class:`~._types.Kind` rules, so every path gives the same Arrow types.
 
 Nothing here keeps session state between transactions and nothing is
 prepared by name, so a PgBouncer in transaction mode is fine.
 
 Why this shape (measured on a 2-core machine, 1M rows of 9 mixed columns,
-local server): the server produces COPY text in ~1.4x the time of COPY
-binary, CSV ~1.1x text, so text format it is.  One CopyData message is one
-row, so the reading loop appends messages to a ``bytearray`` and cuts blocks
-at row boundaries (a file-like wrapper handing Arrow small reads, or joining a
-list of messages, is slower); Arrow's CSV reader then parses each 1 MB block
-(~3 ms) on one thread, overlapped with reading the next.  Decoding COPY
-binary with numpy instead was slower end to end (it holds the GIL that the
-reading loop needs).  Reading alone keeps up with the server (0.46 s for the
-rows above); with parsing, the reading loop, the parser and the server share
-two cores and a read takes ~1.25x ``psql \\copy ... to /dev/null`` in text
-format (~1.7x in binary format), on par with ADBC's C++ binary reader.
+local server; benchmarks/bench_readers.py): the server produces COPY's text
+format in ~1.4x the time of its binary format, so binary it is wherever the
+C decoder (``_pgcopy.c``) reads every column: the common scalar types, which
+it writes straight into Arrow buffers (~50 ms per 1M rows, without the GIL).
+Other types (arrays, inet, timetz, pgvector...) take COPY's text format,
+parsed by Arrow's C++ CSV reader; so does every read when the decoder was not
+built.  One CopyData message is one row, so the reading loop appends messages
+to a ``bytearray`` and cuts blocks at row boundaries (a file-like wrapper, or
+joining a list of messages, is slower); reading alone keeps up with the
+server, and the decoding thread runs beside it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
+import os
 import re
 import select
 import time
@@ -65,6 +66,8 @@ Query = Union[str, bytes, sql.Composable]
 #: ``progress(rows, bytes, estimate)``: rows and bytes received so far, and the
 #: planner's row estimate (``None`` when there is none, e.g. on the row path).
 ProgressCallback = Callable[[int, int, Union[int, None]], object]
+#: A block of CopyData messages: a ``bytearray``, or a ``_pgcopy.RowBuffer`` (read-only bytes-like).
+RawBlock = Any
 
 DEFAULT_BATCH_ROWS = 100_000
 DEFAULT_BATCH_BYTES = 64 * 2**20
@@ -82,6 +85,9 @@ PROGRESS_INTERVAL_S = 0.25
 #: Read COPY's binary format when the decoder handles every column (tests
 #: turn this off to exercise the text format on the same types).
 BINARY_COPY = True
+#: Receive CopyData in C when the decoder is built and bound to psycopg's libpq
+#: (tests turn this off to exercise the Python reading loop).
+NATIVE_RECEIVE = True
 _COPYABLE_FIRST_WORDS = {"select", "with", "values", "table"}
 _SAVEPOINT = "neon_notebook_read"
 
@@ -98,6 +104,38 @@ try:
     from . import _pgcopy
 except ImportError:  # built without a C compiler: the COPY text path serves every read
     _pgcopy = None
+
+
+@functools.lru_cache(maxsize=None)
+def native_receive() -> bool:
+    """Whether the C reading loop can run: bound to the libpq psycopg uses.
+
+    The loop calls ``PQgetCopyData`` on psycopg's ``PGconn`` (its documented
+    ``pgconn_ptr``), so it must use the very library psycopg loaded: the one
+    file named libpq in this process's memory map (psycopg-binary's own copy
+    when that is the implementation).  Anywhere that is not certain (no
+    ``/proc``, several candidates), the reading loop stays in Python.
+    """
+    if _pgcopy is None:
+        return False
+    try:
+        with open("/proc/self/maps") as maps:
+            fields = (line.split(None, 5) for line in maps if "libpq" in line)
+            paths = {f[5].strip() for f in fields if len(f) == 6}
+    except OSError:
+        return False
+    paths = {p for p in paths if os.path.basename(p).startswith("libpq") and ".so" in p}
+    if pq.__impl__ == "binary":
+        paths = {p for p in paths if "psycopg_binary" in p}
+    if len(paths) != 1:
+        return False
+    try:
+        lib = ctypes.CDLL(paths.pop())
+        get, free = (ctypes.cast(f, ctypes.c_void_p).value for f in (lib.PQgetCopyData, lib.PQfreemem))
+    except (OSError, AttributeError):
+        return False
+    _pgcopy.bind(get, free)
+    return True
 
 
 class _NotCopyable(Exception):
@@ -335,7 +373,7 @@ class _BlockParser:
             memory_pool=parse_pool(),
         )
 
-    def parse(self, raw: bytearray, num_rows: int) -> Block:
+    def parse(self, raw: RawBlock, num_rows: int) -> Block:
         if self.encoding not in ("utf-8", "utf8"):
             raw = bytearray(bytes(raw).decode(self.encoding).encode("utf-8"))
         data = pa.py_buffer(raw)
@@ -351,7 +389,7 @@ class _BlockParser:
             raise psycopg.InternalError(
                 f"COPY sent {num_rows} rows but {table.num_rows} were parsed"
             )
-        escaped = b"\\" in raw  # COPY escapes are rare; one memchr spares a scan per column
+        escaped = _BACKSLASH.search(raw) is not None  # COPY escapes are rare: spare a scan per column
         out = []
         for col, chunked in zip(self.columns, table.columns):
             kind = col.kind
@@ -404,7 +442,7 @@ class _BinaryBlockParser:
         # An 'N' column read as text ('n') in a block holding NaN or Infinity.
         return pa.string() if code == ord("n") else self._types[i]
 
-    def parse(self, raw: bytearray, num_rows: int) -> Block:
+    def parse(self, raw: RawBlock, num_rows: int) -> Block:
         codes = self.codes
         try:
             try:
@@ -427,6 +465,7 @@ class _BinaryBlockParser:
         return Block(out, rows)
 
 
+_BACKSLASH = re.compile(rb"\\")
 _ESCAPES = [("\\b", "\b"), ("\\f", "\f"), ("\\n", "\n"), ("\\r", "\r"), ("\\t", "\t"), ("\\v", "\v")]
 
 
@@ -644,49 +683,75 @@ class Reader:
                 yield pending.popleft().result()
 
         try:
-            # The hot loops: one CopyData message is one row; keep them lean.
-            # Whole results cut blocks by bytes only, and count a block's rows
-            # (lines, in COPY's text format) when it is cut.
-            while True:
-                nbytes, data = get(1)
-                if nbytes > 0:
-                    buf += data
-                    if by_rows:
-                        block_rows += 1
-                        if block_rows < limit_rows and len(buf) < limit_bytes:
-                            if progress_on and not block_rows & 1023:
-                                self.rows, self.bytes = done_rows + block_rows, done_bytes + len(buf)
-                                self._report()
-                            continue
-                        if binary and (nbytes == 2 or (nbytes == 21 and bytes(data[:6]) == b"PGCOPY")):
-                            # Not a row but the trailer: alone (2 bytes), or
-                            # after the header when there are no rows (19 + 2);
-                            # a row holds at least 6 bytes, 25 with the header.
-                            block_rows -= 1
-                            if not block_rows:
-                                buf = bytearray()
-                                continue
-                    elif len(buf) < limit_bytes:
-                        continue
-                    else:
-                        block_rows = buf.count(b"\n")
-                    yield from submit(buf, block_rows)
-                    buf = bytearray()
-                    block_rows = 0
-                    self._report()
-                elif nbytes == 0:
-                    # Nothing buffered: wait for the socket (Ctrl-C lands here
-                    # and the scope cancels the query).
-                    if progress_on and time.monotonic() - self._last_progress >= PROGRESS_INTERVAL_S:
-                        partial = block_rows if by_rows else buf.count(b"\n")
-                        self.rows, self.bytes = done_rows + partial, done_bytes + len(buf)
+            if NATIVE_RECEIVE and native_receive():
+                # The C loop: messages appended without the GIL until a block
+                # is full or the socket has nothing more; rows counted exactly.
+                buf = _pgcopy.RowBuffer()
+                receive, ptr = _pgcopy.receive, pgconn.pgconn_ptr
+                while True:
+                    status, got = receive(ptr, buf, limit_rows - block_rows, limit_bytes)
+                    block_rows += got
+                    if status == _pgcopy.FULL:
+                        yield from submit(buf, block_rows)
+                        buf = _pgcopy.RowBuffer()
+                        block_rows = 0
                         self._report()
-                    _wait_readable(pgconn)
-                else:
-                    self._finish_copy(pgconn)
-                    if binary and buf:
-                        block_rows -= 1  # the last message is the format's trailer
-                    break
+                    elif status == _pgcopy.WAIT:
+                        if progress_on and time.monotonic() - self._last_progress >= PROGRESS_INTERVAL_S:
+                            self.rows, self.bytes = done_rows + block_rows, done_bytes + len(buf)
+                            self._report()
+                        _wait_readable(pgconn)
+                    elif status == _pgcopy.DONE:
+                        self._finish_copy(pgconn)
+                        break
+                    else:
+                        get(0)  # raises psycopg's error for what libpq reported
+                        raise psycopg.OperationalError("the COPY failed")
+                by_rows = True
+            else:
+                # The hot loops: one CopyData message is one row; keep them lean.
+                # Whole results cut blocks by bytes only, and count a block's rows
+                # (lines, in COPY's text format) when it is cut.
+                while True:
+                    nbytes, data = get(1)
+                    if nbytes > 0:
+                        buf += data
+                        if by_rows:
+                            block_rows += 1
+                            if block_rows < limit_rows and len(buf) < limit_bytes:
+                                if progress_on and not block_rows & 1023:
+                                    self.rows, self.bytes = done_rows + block_rows, done_bytes + len(buf)
+                                    self._report()
+                                continue
+                            if binary and (nbytes == 2 or (nbytes == 21 and bytes(data[:6]) == b"PGCOPY")):
+                                # Not a row but the trailer: alone (2 bytes), or
+                                # after the header when there are no rows (19 + 2);
+                                # a row holds at least 6 bytes, 25 with the header.
+                                block_rows -= 1
+                                if not block_rows:
+                                    buf = bytearray()
+                                    continue
+                        elif len(buf) < limit_bytes:
+                            continue
+                        else:
+                            block_rows = buf.count(b"\n")
+                        yield from submit(buf, block_rows)
+                        buf = bytearray()
+                        block_rows = 0
+                        self._report()
+                    elif nbytes == 0:
+                        # Nothing buffered: wait for the socket (Ctrl-C lands here
+                        # and the scope cancels the query).
+                        if progress_on and time.monotonic() - self._last_progress >= PROGRESS_INTERVAL_S:
+                            partial = block_rows if by_rows else buf.count(b"\n")
+                            self.rows, self.bytes = done_rows + partial, done_bytes + len(buf)
+                            self._report()
+                        _wait_readable(pgconn)
+                    else:
+                        self._finish_copy(pgconn)
+                        if binary and buf:
+                            block_rows -= 1  # the last message is the format's trailer
+                        break
             if not by_rows:
                 block_rows = buf.count(b"\n")
             if block_rows:

@@ -19,8 +19,11 @@ surveyed the values -- all of them for ``read_*``, the first batch for
 streams -- and :meth:`Kind.apply` then converts, raising
 :class:`UnrepresentableValue` rather than losing digits.
 
-The COPY path uses COPY's text format, read by Arrow's CSV reader (tab
-delimiter, no quoting, ``\\N`` for NULL); hence the ``csv`` names.
+COPY's text format is read by Arrow's CSV reader (tab delimiter, no quoting,
+``\\N`` for NULL); hence the ``csv`` names.  COPY's binary format, used when
+every column has a ``wire`` code (``_WIRE``), is decoded by ``_pgcopy.c``
+straight into each kind's Arrow type (``numeric`` into its declared
+``decimal128``, or as ``numeric_out``'s text for the deferred rules).
 
 Text parsing follows the session's output settings, read at the start of
 each read (``SETTINGS_READ``); :func:`output_fixes` names the few values the
