@@ -8,7 +8,9 @@ mutated, random bytes) must raise, never crash or return a partial block.
 from __future__ import annotations
 
 import functools
+import json
 
+import numpy as np
 import psycopg
 import pyarrow as pa
 import pytest
@@ -147,7 +149,7 @@ def test_every_truncation_raises(sample):
 
 
 @FUZZ
-@given(data=st.binary(max_size=200), codes=st.text("?248DTIsyjunN", min_size=1, max_size=6))
+@given(data=st.binary(max_size=200), codes=st.text("?248DTIsyjunVN", min_size=1, max_size=6))
 def test_random_bytes_never_crash(data, codes):
     try:
         pgcopy.decode(data, codes.encode(), ALLOCATE, bytes(len(codes)))
@@ -235,3 +237,33 @@ def test_blocks_cut_at_the_trailer(conn, reading_loop):
         sizes = [b.num_rows for b in stream]
         assert sum(sizes) == n and all(s == batch for s in sizes) and stream.rows == n
         assert stream.path == "copy binary"
+
+
+@given(vectors=st.lists(st.one_of(st.none(), st.lists(
+    st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=1, max_size=16)), max_size=8))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_pgvector_binary_against_psycopg_and_the_text_path(vector_table, vectors, monkeypatch):
+    conn, table = vector_table
+    conn.execute(f"TRUNCATE {table} RESTART IDENTITY")
+    with conn.cursor() as cur:
+        cur.executemany(f"INSERT INTO {table} (v) VALUES (%s::vector)",
+                        [(None if v is None else json.dumps(v),) for v in vectors])
+    query = f"SELECT v FROM {table} ORDER BY id"
+    stream = iter_batches(conn, query)
+    binary = stream.read_all()
+    assert stream.path == "copy binary" and binary.schema.field("v").type == pa.list_(pa.float32())
+    oracle = [None if r[0] is None else [float(np.float32(x)) for x in json.loads(r[0])]
+              for r in conn.execute(f"SELECT v::text FROM {table} ORDER BY id")]
+    assert binary.column("v").to_pylist() == oracle
+    with monkeypatch.context() as patch:
+        patch.setattr(_stream, "BINARY_COPY", False)
+        assert read_arrow(conn, query).equals(binary)
+
+
+@pytest.fixture(scope="module")
+def vector_table(direct_url):
+    with psycopg.connect(direct_url, autocommit=True, prepare_threshold=None) as conn:
+        # The embedded PostgreSQL ships pgvector; without it this fails, as it should.
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute("DROP TABLE IF EXISTS vec_rt; CREATE TABLE vec_rt (id serial PRIMARY KEY, v vector)")
+        yield conn, "vec_rt"

@@ -15,6 +15,7 @@
  *   'j' jsonb           -> utf8 (version byte dropped)
  *   'u' uuid            -> utf8, canonical lowercase text
  *   'n' numeric         -> utf8, exactly as numeric_out prints it
+ *   'V' pgvector vector -> list<float32>: offsets (in elements) + float32 values
  *   'N' numeric         -> decimal128 at the column's scale (from `scales`);
  *                          a block holding NaN or +-Infinity gets 'n' instead,
  *                          and a value decimal128 can't hold raises DecimalOverflow
@@ -60,7 +61,7 @@ typedef struct {
     int64_t pos;          /* fill position in values (variable-length codes) */
 } Col;
 
-enum { OK = 0, E_FRAME, E_WIDTH, E_TS_RANGE, E_IV_RANGE, E_TOO_BIG, E_JSONB, E_NUMERIC, E_DECIMAL };
+enum { OK = 0, E_FRAME, E_WIDTH, E_TS_RANGE, E_IV_RANGE, E_TOO_BIG, E_JSONB, E_NUMERIC, E_DECIMAL, E_VECTOR };
 
 static const char *MESSAGES[] = {
     "",
@@ -72,6 +73,7 @@ static const char *MESSAGES[] = {
     "unknown jsonb binary version",
     "malformed numeric value",
     "a numeric value does not fit its column's decimal128",
+    "malformed vector value",
 };
 
 static PyObject *DecimalOverflow;
@@ -211,6 +213,10 @@ static int scan(const unsigned char *p, const unsigned char *end, Col *cols, int
                 int64_t bound;
                 if ((rc = numeric_text_bound(p, len, &bound))) return rc;
                 col->bytes += bound;
+            } else if (col->code == 'V') {
+                /* int16 dimensions, int16 unused, float4 x dimensions */
+                if (len < 4 || len != 4 + 4 * (int32_t)rd16(p)) return E_VECTOR;
+                col->bytes += len - 4;
             } else {
                 /* view layout: short values live in their views, but each is
                  * written at values + pos before it moves: keep 12 spare bytes */
@@ -232,9 +238,9 @@ static int scan(const unsigned char *p, const unsigned char *end, Col *cols, int
 
 static const char HEXDIGITS[] = "0123456789abcdef";
 #ifdef __SIZEOF_INT128__
-static const char CODES[] = "?248DTIsyjunN";
+static const char CODES[] = "?248DTIsyjunVN";
 #else
-static const char CODES[] = "?248DTIsyjun";
+static const char CODES[] = "?248DTIsyjunV";
 #endif
 
 /* Finish row r's value of a variable-length column, written at values + pos.
@@ -333,6 +339,16 @@ static int fill(const unsigned char *p, const unsigned char *end, Col *cols, int
                 break;
             case 'n':
                 put(col, r, null ? 0 : numeric_text(p, v + col->pos));
+                break;
+            case 'V':
+                if (!null) {
+                    for (int32_t k = 4; k < len; k += 4) {
+                        uint32_t x = rd32(p + k);
+                        memcpy(v + col->pos + k - 4, &x, 4);
+                    }
+                    col->pos += len - 4;
+                }
+                ((int32_t *)col->offsets)[r + 1] = (int32_t)(col->pos / 4);
                 break;
             case 'j':
                 if (!null) {

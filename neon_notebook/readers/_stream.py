@@ -26,7 +26,7 @@ local server; benchmarks/bench_readers.py): the server produces COPY's text
 format in ~1.4x the time of its binary format, so binary it is wherever the
 C decoder (``_pgcopy.c``) reads every column: the common scalar types, which
 it writes straight into Arrow buffers (~50 ms per 1M rows, without the GIL).
-Other types (arrays, inet, timetz, pgvector...) take COPY's text format,
+Other types (arrays, inet, timetz, halfvec...) take COPY's text format,
 parsed by Arrow's C++ CSV reader; so does every read when the decoder was not
 built.  One CopyData message is one row; the reading loop appends messages
 to a block and cuts blocks at row boundaries.  It runs in C too (``receive``,
@@ -463,8 +463,13 @@ class _BinaryBlockParser:
             raise psycopg.InternalError(f"COPY sent {num_rows} rows but {rows} were decoded")
         out = []
         for i, (code, (validity, offsets, values)) in enumerate(zip(used, buffers)):
-            bufs = [validity] if offsets is None else [validity, offsets]
-            out.append([pa.Array.from_buffers(self._type(i, code), rows, bufs + [values])])
+            if code == ord("V"):  # list<float32>: offsets, and the floats as its child
+                floats = pa.Array.from_buffers(pa.float32(), values.size // 4, [None, values])
+                array = pa.Array.from_buffers(self._types[i], rows, [validity, offsets], children=[floats])
+            else:
+                bufs = [validity] if offsets is None else [validity, offsets]
+                array = pa.Array.from_buffers(self._type(i, code), rows, bufs + [values])
+            out.append([array])
         return Block(out, rows)
 
 

@@ -635,6 +635,8 @@ class TypeResolver:
             return self._wire(t.basetype, depth + 1)
         if t.typtype == "e" or t.name == "citext":
             return "s"
+        if t.name == "vector":  # pgvector: halfvec and sparsevec stay on the text path
+            return "V"
         return None
 
     def _array(self, element: Kind, delim: str) -> Kind:
