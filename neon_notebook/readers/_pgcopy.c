@@ -16,7 +16,7 @@
  *   'u' uuid            -> utf8, canonical lowercase text
  *   'n' numeric         -> utf8, exactly as numeric_out prints it
  *   'V' pgvector vector -> list<float32>: offsets (in elements) + float32 values
- *   'N' numeric         -> decimal128 at the column's scale (from `scales`);
+ *   'N' numeric         -> decimal128 at the column's scale (from params);
  *                          a block holding NaN or +-Infinity gets 'n' instead,
  *                          and a value decimal128 can't hold raises DecimalOverflow
  *
