@@ -96,6 +96,7 @@ static int numeric_text_bound(const unsigned char *p, int32_t len, int64_t *out)
     uint16_t sign = rd16(p + 4), dscale = rd16(p + 6);
     if (ndigits < 0 || len != 8 + 2 * ndigits) return E_NUMERIC;
     if (sign == 0xC000 || sign == 0xD000 || sign == 0xF000) { *out = 9; return OK; }
+    if (sign != 0x0000 && sign != 0x4000) return E_NUMERIC;  /* as numeric_recv checks */
     *out = 1 + (weight >= 0 ? 4 * ((int64_t)weight + 1) : 1) + (dscale ? 1 + (int64_t)dscale : 0);
     return OK;
 }
@@ -154,7 +155,7 @@ static int numeric_decimal(const unsigned char *p, int scale, i128 *out) {
         acc = acc * 10000 + rd16(p + 8 + 2 * i);
     }
     /* The last group's decimal exponent, then to the column's scale. */
-    int shift = ndigits ? 4 * (weight - ndigits + 1) + scale : 0;
+    int shift = acc ? 4 * (weight - ndigits + 1) + scale : 0;
     for (; shift > 0; shift--) {
         if (acc > I128_MAX / 10) return E_DECIMAL;
         acc *= 10;
@@ -220,6 +221,7 @@ static int scan(const unsigned char *p, const unsigned char *end, Col *cols, int
             } else {
                 /* view layout: short values live in their views, but each is
                  * written at values + pos before it moves: keep 12 spare bytes */
+                if (col->code == 'j' && len < 1) return E_JSONB;
                 int32_t n = col->code == 'j' ? len - 1 : len;
                 col->bytes += !col->views || n > 12 ? n : 0;
             }
@@ -288,7 +290,10 @@ static int fill(const unsigned char *p, const unsigned char *end, Col *cols, int
             case '8': { uint64_t x = null ? 0 : rd64(p); memcpy(v + 8 * r, &x, 8); break; }
             case 'D': {
                 int32_t x = null ? 0 : (int32_t)rd32(p);
-                if (x != INT32_MAX && x != INT32_MIN) x += POSTGRES_EPOCH_DAYS;
+                if (x != INT32_MAX && x != INT32_MIN) {
+                    if (x > INT32_MAX - POSTGRES_EPOCH_DAYS) return E_FRAME;  /* past PostgreSQL's own range */
+                    x += POSTGRES_EPOCH_DAYS;
+                }
                 memcpy(v + 4 * r, &x, 4);
                 break;
             }
@@ -462,7 +467,9 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     rc = fill(start, end, cols, ncols, rows);
     Py_END_ALLOW_THREADS
     if (rc) {
-        PyErr_SetString(rc == E_DECIMAL ? DecimalOverflow : PyExc_OverflowError, MESSAGES[rc]);
+        PyErr_SetString(rc == E_DECIMAL ? DecimalOverflow
+                        : (rc == E_TS_RANGE || rc == E_IV_RANGE) ? PyExc_OverflowError
+                        : PyExc_ValueError, MESSAGES[rc]);
         goto done;
     }
     {
