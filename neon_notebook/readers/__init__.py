@@ -111,7 +111,7 @@ class BatchStream:
     Iterate it once.  Leaving it early (``close()``, the end of a ``with``
     block, an exception) cancels the query on the server and leaves the
     connection usable.  Each batch has at most ``batch_rows`` rows and about
-    ``batch_bytes`` of COPY text; memory stays bounded by a few batches,
+    ``batch_bytes`` of COPY data; memory stays bounded by a few batches,
     whatever the result's size.
 
     The schema is fixed by the first batch (see ``TYPES.md``: an unconstrained
