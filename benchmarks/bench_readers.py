@@ -98,7 +98,9 @@ def worker(reader: str, url: str, query: str) -> dict:
             result = getattr(session, kind)(query, progress=False)
             rows = len(result)
         seconds = time.perf_counter() - started
+        copy_mb = session.last_query.bytes / 2**20  # what crossed the wire: COPY's data
         session.close()
+        return {"rows": rows, "seconds": seconds, "rss_mb": peak_rss_mb(), "copy_mb": copy_mb}
     elif reader.startswith("connectorx"):
         import connectorx as cx
 
@@ -149,11 +151,12 @@ def run_worker(reader: str, url: str, query: str) -> dict:
 def table(title: str, results: dict[str, list[dict]]) -> None:
     floor = statistics.median(r["seconds"] for r in results["psql \\copy binary (floor)"])
     print(f"\n{title}\n")
-    print("| reader | median s | × floor | peak RSS MB |\n|---|---|---|---|")
+    print("| reader | median s | × floor | peak RSS MB | COPY data MB |\n|---|---|---|---|---|")
     for name, runs in results.items():
         med = statistics.median(r["seconds"] for r in runs)
         rss = statistics.median(r["rss_mb"] for r in runs)
-        print(f"| {name} | {med:.2f} | {med / floor:.2f} | {rss:.0f} |")
+        wire = f"{runs[0]['copy_mb']:.0f}" if runs[0].get("copy_mb") is not None else ""
+        print(f"| {name} | {med:.2f} | {med / floor:.2f} | {rss:.0f} | {wire} |")
 
 
 def main() -> None:

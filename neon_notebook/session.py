@@ -18,7 +18,7 @@ import weakref
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, TypeVar, Union
 
 import psycopg
 
@@ -42,6 +42,8 @@ Progress = Callable[[int, int, "int | None"], object]
 #: ``progress=`` of the reads: a callback, or whether to draw a bar ("auto": in a
 #: notebook or on a terminal, not in a plain script).
 ProgressArg = Union[Progress, bool, str, None]
+#: COPY's wire format for reads (``neon_notebook.readers.CopyFormat``).
+CopyFormat = Literal["binary", "text"]
 
 #: Neon's default: a compute suspends after 5 minutes without activity.
 NEON_SUSPEND_AFTER = 300.0
@@ -185,27 +187,35 @@ class Session:
 
     # -- reads ---------------------------------------------------------------
     def read_arrow(self, sql: str, params: Any = None, *, direct: bool = False,
-                   progress: ProgressArg = "auto") -> pa.Table:
-        """The whole result as a ``pyarrow.Table``, streamed with COPY, exact types."""
+                   progress: ProgressArg = "auto", copy_format: CopyFormat = "binary") -> pa.Table:
+        """The whole result as a ``pyarrow.Table``, streamed with COPY, exact types.
+
+        ``copy_format="text"`` moves fewer bytes for tables of small integers
+        and short strings, which can pay over a slow link; the types are the same.
+        """
         from . import readers
 
-        return self._read(lambda conn, p: readers.read_arrow(conn, sql, params, progress=p),
+        return self._read(lambda conn, p: readers.read_arrow(conn, sql, params, progress=p,
+                                                             copy_format=copy_format),
                           direct, progress, lambda t: t.num_rows)
 
     def read_pandas(self, sql: str, params: Any = None, *, direct: bool = False,
-                    dtype_backend: str = "numpy_nullable", progress: ProgressArg = "auto") -> pd.DataFrame:
+                    dtype_backend: str = "numpy_nullable", progress: ProgressArg = "auto",
+                    copy_format: CopyFormat = "binary") -> pd.DataFrame:
         """The whole result as a ``pandas.DataFrame`` (``dtype_backend``: numpy_nullable or pyarrow)."""
         from . import readers
 
         return self._read(lambda conn, p: readers.read_pandas(conn, sql, params, dtype_backend=dtype_backend,
-                                                              progress=p), direct, progress, len)
+                                                              progress=p, copy_format=copy_format),
+                          direct, progress, len)
 
     def read_polars(self, sql: str, params: Any = None, *, direct: bool = False,
-                    progress: ProgressArg = "auto") -> pl.DataFrame:
+                    progress: ProgressArg = "auto", copy_format: CopyFormat = "binary") -> pl.DataFrame:
         """The whole result as a ``polars.DataFrame``, zero-copy from Arrow where possible."""
         from . import readers
 
-        return self._read(lambda conn, p: readers.read_polars(conn, sql, params, progress=p),
+        return self._read(lambda conn, p: readers.read_polars(conn, sql, params, progress=p,
+                                                              copy_format=copy_format),
                           direct, progress, len)
 
     def to_parquet(self, sql: str, path: str | os.PathLike[str], params: Any = None, *,
@@ -213,6 +223,8 @@ class Session:
         """Stream the result into a Parquet file in bounded memory; returns the row count.
 
         The file appears only when complete, so an interrupted read leaves none.
+        ``options``: ``batch_rows``, ``compression``, ``copy_format``, as in
+        ``neon_notebook.readers.to_parquet``.
         """
         from . import readers
 
@@ -220,14 +232,17 @@ class Session:
                           direct, progress, lambda rows: rows)
 
     def iter_batches(self, sql: str, params: Any = None, *, batch_rows: int | None = None,
-                     direct: bool = False, progress: ProgressArg = "auto") -> Iterator[pa.RecordBatch]:
+                     direct: bool = False, progress: ProgressArg = "auto",
+                     copy_format: CopyFormat = "binary") -> Iterator[pa.RecordBatch]:
         """Arrow record batches as they arrive, in memory bounded by ``batch_rows``.
 
         Stopping early (``close()`` or leaving the loop) cancels the query. If the
         connection is lost before the first batch, the read is retried once;
         after that, ``ResultInterrupted`` says how many rows arrived.
         """
-        options = {} if batch_rows is None else {"batch_rows": batch_rows}
+        options: dict[str, Any] = {"copy_format": copy_format}
+        if batch_rows is not None:
+            options["batch_rows"] = batch_rows
         role = "direct" if direct else "pooled"
         with _progress(progress) as shown:
             yield from self._batches(sql, params, role, shown, options)

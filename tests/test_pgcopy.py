@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from neon_notebook.readers import iter_batches, read_arrow
+from neon_notebook.readers import iter_batches, read_arrow, to_parquet
 from neon_notebook.readers import _stream
 
 pgcopy = _stream._pgcopy
@@ -290,3 +290,20 @@ def test_decoder_under_address_and_undefined_behaviour_sanitizers(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     ok, errors = (int(x) for x in proc.stdout.split()[1::2])
     assert ok > 3000 and errors > 3000  # both valid and broken blocks were exercised
+
+
+def test_copy_format_text_on_request(conn, tmp_path):
+    import pyarrow.parquet as pq
+
+    query = "SELECT i, i % 2 = 0 AS even, now()::date + i AS d FROM generate_series(1, 3000) i"
+    binary = iter_batches(conn, query)
+    text = iter_batches(conn, query, copy_format="text")
+    assert binary.read_all().equals(text.read_all())
+    assert (binary.path, text.path) == ("copy binary", "copy text")
+    assert text.bytes < binary.bytes  # small integers and booleans: text is the smaller format
+    assert read_arrow(conn, query, copy_format="text").equals(read_arrow(conn, query))
+    to_parquet(conn, query, tmp_path / "t.parquet", copy_format="text")
+    assert pq.read_table(tmp_path / "t.parquet").num_rows == 3000
+    with pytest.raises(ValueError, match="copy_format must be 'binary' or 'text'"):
+        read_arrow(conn, query, copy_format="csv")
+    assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -130,6 +130,21 @@ def test_reads_record_last_query(compute, pgbouncer):
     s.close()
 
 
+def test_session_reads_take_copy_format(compute, pgbouncer, tmp_path):
+    s = nn.connect(compute.env()["DATABASE_URL"], direct_url=compute.direct_url, suspend_after=None)
+    query = "select i, i % 3 = 0 as third, md5(i::text) as h from generate_series(1, 4000) as i"
+    binary = s.read_polars(query)
+    binary_bytes = s.last_query.bytes
+    assert s.read_polars(query, copy_format="text").equals(binary)
+    assert s.last_query.bytes < binary_bytes  # the text format was on the wire
+    assert s.read_arrow(query, copy_format="text").equals(s.read_arrow(query))
+    assert s.read_pandas(query, copy_format="text").equals(s.read_pandas(query))
+    batches = list(s.iter_batches(query, batch_rows=1000, copy_format="text"))
+    assert [b.num_rows for b in batches] == [1000] * 4
+    assert s.to_parquet(query, tmp_path / "q.parquet", copy_format="text") == 4000
+    s.close()
+
+
 def test_reads_honour_schema_and_statement_timeout_on_both_endpoints(compute, pgbouncer):
     with psycopg.connect(compute.direct_url, autocommit=True) as admin:
         admin.execute("create schema if not exists reads_schema")

@@ -44,6 +44,7 @@ from ._stream import (
     DEFAULT_BATCH_ROWS,
     COLLECT_BLOCK_BYTES,
     Block,
+    CopyFormat,
     Params,
     ProgressCallback,
     Query,
@@ -64,6 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "BatchStream",
+    "CopyFormat",
     "DATE_INFINITY_DAYS",
     "DATE_NEG_INFINITY_DAYS",
     "TIMESTAMP_INFINITY_US",
@@ -142,9 +144,11 @@ class BatchStream:
         batch_rows: int = DEFAULT_BATCH_ROWS,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         progress: ProgressCallback | None = None,
+        copy_format: CopyFormat = "binary",
     ):
         self._reader = Reader(
-            conn, query, params, batch_rows=batch_rows, batch_bytes=batch_bytes, progress=progress
+            conn, query, params, batch_rows=batch_rows, batch_bytes=batch_bytes, progress=progress,
+            copy_format=copy_format,
         )
         self._blocks = self._reader.blocks()
         self._types: list[pa.DataType] | None = None
@@ -223,15 +227,19 @@ def iter_batches(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     progress: ProgressCallback | None = None,
+    copy_format: CopyFormat = "binary",
 ) -> BatchStream:
     """The result as a :class:`BatchStream` of ``pyarrow.RecordBatch``, in bounded memory.
 
     The query starts on the first ``next()``.  ``progress(rows, bytes,
     estimate)`` is called from the reading thread at most every 0.25 s and at
     the end; raising from it (e.g. KeyboardInterrupt) cancels the read.
+    ``copy_format``: COPY's wire format, ``"binary"`` or ``"text"`` (the same
+    types either way; see :data:`CopyFormat`).
     """
     return BatchStream(
-        conn, query, params, batch_rows=batch_rows, batch_bytes=batch_bytes, progress=progress
+        conn, query, params, batch_rows=batch_rows, batch_bytes=batch_bytes, progress=progress,
+        copy_format=copy_format,
     )
 
 
@@ -241,9 +249,10 @@ def read_arrow(
     params: Params = None,
     *,
     progress: ProgressCallback | None = None,
+    copy_format: CopyFormat = "binary",
 ) -> pa.Table:
     """The whole result as one ``pyarrow.Table`` (chunked as it was read)."""
-    return _read_table(conn, query, params, progress)
+    return _read_table(conn, query, params, progress, copy_format=copy_format)
 
 
 def _read_table(
@@ -252,10 +261,12 @@ def _read_table(
     params: Params,
     progress: ProgressCallback | None,
     views: bool = False,
+    copy_format: CopyFormat = "binary",
 ) -> pa.Table:
     """read_arrow; ``views``: strings as ``string_view`` where the COPY binary path can."""
     reader = Reader(
-        conn, query, params, batch_bytes=COLLECT_BLOCK_BYTES, progress=progress, views=views
+        conn, query, params, batch_bytes=COLLECT_BLOCK_BYTES, progress=progress, views=views,
+        copy_format=copy_format,
     )
     blocks = list(reader.blocks())
     cols = reader.columns or []
@@ -278,6 +289,7 @@ def read_pandas(
     *,
     dtype_backend: DtypeBackend = "numpy_nullable",
     progress: ProgressCallback | None = None,
+    copy_format: CopyFormat = "binary",
 ) -> pd.DataFrame:
     """The whole result as a ``pandas.DataFrame``.
 
@@ -287,7 +299,7 @@ def read_pandas(
     ``decimal.Decimal``).  ``"pyarrow"``: ``ArrowDtype`` columns, the Arrow
     table without conversion.  :func:`to_pandas` converts a table you have.
     """
-    table = read_arrow(conn, query, params, progress=progress)
+    table = read_arrow(conn, query, params, progress=progress, copy_format=copy_format)
     _release_unused()
     return to_pandas(table, dtype_backend)
 
@@ -298,9 +310,10 @@ def read_polars(
     params: Params = None,
     *,
     progress: ProgressCallback | None = None,
+    copy_format: CopyFormat = "binary",
 ) -> pl.DataFrame:
     """The whole result as a ``polars.DataFrame``, zero-copy from Arrow where polars can."""
-    table = _read_table(conn, query, params, progress, views=True)
+    table = _read_table(conn, query, params, progress, views=True, copy_format=copy_format)
     _release_unused()
     return to_polars(table)
 
@@ -314,6 +327,7 @@ def to_parquet(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     compression: str = "zstd",
     progress: ProgressCallback | None = None,
+    copy_format: CopyFormat = "binary",
 ) -> int:
     """Stream the result into a Parquet file at ``path``; returns the number of rows.
 
@@ -333,7 +347,8 @@ def to_parquet(
     pool = ThreadPoolExecutor(1, thread_name_prefix="neon-notebook-parquet")
     writing: Future | None = None
     try:
-        with iter_batches(conn, query, params, batch_rows=batch_rows, progress=progress) as stream:
+        with iter_batches(conn, query, params, batch_rows=batch_rows, progress=progress,
+                          copy_format=copy_format) as stream:
             for batch in stream:
                 if writer is None:
                     writer = pq.ParquetWriter(

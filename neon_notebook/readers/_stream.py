@@ -47,7 +47,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence, Union
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence, Union
 
 import psycopg
 import pyarrow as pa
@@ -67,6 +67,12 @@ Query = Union[str, bytes, sql.Composable]
 #: ``progress(rows, bytes, estimate)``: rows and bytes received so far, and the
 #: planner's row estimate (``None`` when there is none, e.g. on the row path).
 ProgressCallback = Callable[[int, int, Union[int, None]], object]
+#: COPY's wire format: ``"binary"`` (the default; COPY text for a query with a
+#: column type the decoder does not read) or ``"text"``.  Text moves fewer bytes
+#: for small integers, booleans and short strings (which can pay over a slow
+#: link); binary costs less CPU on both ends and fewer bytes for timestamps,
+#: dates, uuids, bytea and vectors.
+CopyFormat = Literal["binary", "text"]
 #: A block of CopyData messages: a ``bytearray``, or a ``_pgcopy.RowBuffer`` (read-only bytes-like).
 RawBlock = Any
 
@@ -530,7 +536,10 @@ class Reader:
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         progress: ProgressCallback | None = None,
         views: bool = False,
+        copy_format: CopyFormat = "binary",
     ):
+        if copy_format not in ("binary", "text"):
+            raise ValueError(f"copy_format must be 'binary' or 'text', not {copy_format!r}")
         if batch_rows is not None and batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
         if batch_bytes < 1:
@@ -543,6 +552,7 @@ class Reader:
         self.progress = progress
         #: Strings as ``string_view`` where the binary path can (for polars).
         self.views = views
+        self.copy_format = copy_format
         #: The result's columns, known once the query has been described.
         self.columns: list[Column] | None = None
         #: ``"copy binary"``, ``"copy text"`` or ``"rows"``: which path the read took.
@@ -632,6 +642,7 @@ class Reader:
         info = self.conn.info
         return (
             BINARY_COPY
+            and self.copy_format == "binary"
             and _pgcopy is not None
             and info.encoding in ("utf-8", "utf8")
             and (info.parameter_status("server_encoding") or "").upper() == "UTF8"
