@@ -18,7 +18,7 @@ import weakref
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar, Union
 
 import psycopg
 
@@ -36,14 +36,14 @@ if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
 
+    from .readers import CopyFormat
+
 log = logging.getLogger("neon_notebook")
 T = TypeVar("T")
 Progress = Callable[[int, int, "int | None"], object]
 #: ``progress=`` of the reads: a callback, or whether to draw a bar ("auto": in a
 #: notebook or on a terminal, not in a plain script).
 ProgressArg = Union[Progress, bool, str, None]
-#: COPY's wire format for reads (``neon_notebook.readers.CopyFormat``).
-CopyFormat = Literal["binary", "text"]
 
 #: Neon's default: a compute suspends after 5 minutes without activity.
 NEON_SUSPEND_AFTER = 300.0

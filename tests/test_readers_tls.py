@@ -13,14 +13,13 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from conftest import IN_CI
-from neon_notebook.local.binaries import make_traversable, postgres_bin_dir, service_user
+from neon_notebook.local.binaries import postgres_bin_dir, server_dirs
 from neon_notebook.local.postgres import Postgres
 from neon_notebook.readers import _stream, iter_batches, read_arrow, read_polars
 
@@ -37,17 +36,8 @@ def tls_url():
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    tmp = Path(tempfile.mkdtemp(prefix="neon-tls-"))
-    data, run = tmp / "data", tmp / "run"
-    data.mkdir()
-    run.mkdir()
-    os.chmod(data, 0o700)
-    user = service_user()  # PostgreSQL refuses to run as root
     bin_dir = postgres_bin_dir(OS_POSTGRES)
-    if user is not None:
-        make_traversable(tmp, recursive=False)
-        for path in (tmp, run, data):
-            shutil.chown(path, user, user)
+    tmp, data, run, user = server_dirs(bin_dir, "neon-tls-")  # PostgreSQL refuses to run as root
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

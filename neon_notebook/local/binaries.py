@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 PGBOUNCER_INSTALL_HINT = (
@@ -85,3 +86,25 @@ def make_traversable(path: Path, recursive: bool = True) -> None:
         utils.ensure_folder_permissions(path, rx)
     else:
         path.chmod(path.stat().st_mode | rx)
+
+
+def server_dirs(bin_dir: Path, prefix: str, data_dir: str | os.PathLike | None = None
+                ) -> tuple[Path, Path, Path, str | None]:
+    """A fresh temp dir holding ``run/`` and ``data/`` (0700), usable by the server's user.
+
+    Returns ``(tmp, data, run, user)``; ``user`` is the service user servers run
+    as (None unless we are root), already owning the directories.
+    """
+    user = service_user()
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    run = tmp / "run"
+    data = Path(data_dir) if data_dir is not None else tmp / "data"
+    run.mkdir()
+    data.mkdir(parents=True, exist_ok=True)
+    os.chmod(data, 0o700)
+    if user is not None:
+        make_traversable(bin_dir.parent)
+        make_traversable(tmp, recursive=False)
+        for path in (tmp, run, data):
+            shutil.chown(path, user, user)
+    return tmp, data, run, user

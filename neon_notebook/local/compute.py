@@ -13,13 +13,12 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import weakref
 from pathlib import Path
 from typing import Any
 
-from .binaries import find_pgbouncer, make_traversable, postgres_bin_dir, service_user
+from .binaries import find_pgbouncer, postgres_bin_dir, server_dirs
 
 Delay = float | tuple[float, float]
 
@@ -55,19 +54,8 @@ class LocalCompute:
     ) -> None:
         self._direct_port = self._pooled_port = 0
         bin_dir = postgres_bin_dir(pg_bin, postgres_version)
-        user = service_user()
         self._password = password or secrets.token_urlsafe(18)
-        self._tmp = Path(tempfile.mkdtemp(prefix="neon-local-"))
-        run_dir = self._tmp / "run"
-        data = Path(data_dir) if data_dir is not None else self._tmp / "data"
-        run_dir.mkdir()
-        data.mkdir(parents=True, exist_ok=True)
-        os.chmod(data, 0o700)
-        if user is not None:
-            make_traversable(bin_dir.parent)
-            make_traversable(self._tmp, recursive=False)
-            for path in (self._tmp, run_dir, data):
-                shutil.chown(path, user, user)
+        self._tmp, data, run_dir, user = server_dirs(bin_dir, "neon-local-", data_dir)
         bouncer = find_pgbouncer(pgbouncer)
         self.has_pooler = bouncer is not None
         cfg = {

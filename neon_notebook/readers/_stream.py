@@ -430,7 +430,7 @@ class _BinaryBlockParser:
         codes, params, self._types = [], [], []
         for c in columns:
             kind, code, param, type_ = c.kind, c.wire, 0, c.kind.arrow_type
-            declared = getattr(kind, "csv_type", None) if code == "n" else None
+            declared = kind.csv_type if code == "n" else None
             if declared is not None and pa.types.is_decimal128(declared) and "N" in _pgcopy.CODES:
                 # numeric(p<=38, s) straight into its decimal128.
                 code, param, type_ = "N", declared.scale, declared
