@@ -9,6 +9,7 @@ to zero like Neon's (``neon_notebook.local``)::
     session.warm_up()                 # wake the compute before the analysis
     with session.connection() as conn:
         conn.execute("select 1")
+    df = nn.read_polars("select 1 as x")   # the same reads on a default session
 
 Names load on first use, so ``import neon_notebook`` stays fast.
 """
@@ -36,11 +37,20 @@ _EXPORTS = {
     "PoolExhausted": "errors",
     "ResultInterrupted": "errors",
     "load_ipython_extension": "magics",
+    "default_session": "default",
+    "set_default_session": "default",
+    "read_arrow": "default",
+    "read_pandas": "default",
+    "read_polars": "default",
+    "iter_batches": "default",
+    "to_parquet": "default",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from .default import (default_session, iter_batches, read_arrow, read_pandas, read_polars,
+                          set_default_session, to_parquet)
     from .magics import load_ipython_extension
     from .errors import (ConfigurationError, ConnectError, NeonError, PermanentConnectError,
                          PoolExhausted, ResultInterrupted, WakeTimeout)

@@ -11,6 +11,8 @@ PUBLIC = {
     "__version__", "connect", "Session", "WarmUpReport", "ComputeState", "StateChange", "Settings",
     "Endpoint", "NeonError", "ConfigurationError", "ConnectError", "PermanentConnectError",
     "WakeTimeout", "PoolExhausted", "ResultInterrupted", "load_ipython_extension",
+    "default_session", "set_default_session", "read_arrow", "read_pandas", "read_polars",
+    "iter_batches", "to_parquet",
 }
 
 

@@ -159,3 +159,30 @@ def test_reads_honour_schema_and_statement_timeout_on_both_endpoints(compute, pg
                 s.read_arrow("select pg_sleep(3)", direct=direct)
     finally:
         s.close()
+
+
+def test_module_level_reads_use_a_default_session(compute, pgbouncer, monkeypatch, tmp_path):
+    monkeypatch.setenv("DATABASE_URL", compute.env()["DATABASE_URL"])
+    monkeypatch.setenv("DIRECT_URL", compute.direct_url)
+    monkeypatch.chdir(tmp_path)  # no .env file of the project's
+    nn.set_default_session(None)
+    try:
+        query = "select i, md5(i::text) as h from generate_series(1, 1000) as i where i > %s"
+        made = nn.default_session()
+        assert nn.default_session() is made and not made.closed  # made once, from the environment
+        assert nn.read_polars(query, [10]).equals(made.read_polars(query, [10]))
+        assert nn.read_arrow(query, [10]).num_rows == 990
+        assert len(nn.read_pandas(query, [10], dtype_backend="pyarrow")) == 990
+        assert sum(b.num_rows for b in nn.iter_batches(query, [10], batch_rows=100)) == 990
+        assert nn.to_parquet(query, tmp_path / "q.parquet", [10]) == 990
+        made.close()
+        remade = nn.default_session()
+        assert remade is not made  # a closed default made here is replaced
+        remade.close()
+        own = nn.connect(compute.direct_url, suspend_after=None)
+        nn.set_default_session(own)
+        assert nn.default_session() is own and nn.read_arrow("select 1 as x").num_rows == 1
+        own.close()
+    finally:
+        nn.default_session().close()
+        nn.set_default_session(None)
