@@ -6,7 +6,7 @@ Load with ``%load_ext neon_notebook``. Then::
     %neon connect analytics postgresql://...   # another one, by name
     %neon use analytics | warm [NAME] | status [NAME] | list | close [NAME]
 
-    %%sql [-c NAME] [--direct] [--pandas | --polars | --arrow] [--preview N] [VAR]
+    %%sql [-c NAME] [--direct] [--pandas | --polars | --arrow] [--preview N] [VAR | VAR <<]
     SELECT * FROM trips WHERE city = :city AND fare > :min_fare
 
 ``:name`` is a bound parameter taken from the notebook's variables: its value
@@ -14,17 +14,22 @@ travels as data (psycopg quotes it), never as SQL text. A colon is a parameter
 only where SQL could not mean something else: not in ``::casts``, string
 literals, quoted identifiers, dollar quotes or comments, and not right after a
 name, number or bracket (``arr[1:n]``). With VAR the whole result is loaded
-into that variable (pandas by default); without it, the cell shows the first
-rows (``--preview``, 50) and cancels the rest of the query on the server.
+into that variable (pandas by default; ``VAR <<``, as jupysql and ipython-sql
+spell it, means the same); without it, the cell shows the first rows
+(``--preview``, 50) and cancels the rest of the query on the server. An empty
+result shows its columns and "0 rows".
 
 Errors from the server are shown as psql shows them (message, the cell's line
 with a caret under the position, DETAIL, HINT) instead of a traceback; the cell
-still fails, so "run all" stops there.
+still fails, so "run all" stops there. Client-side errors (a closed session, a
+statement the readers refuse, a value that cannot be sent) are one plain line.
 """
 
 from __future__ import annotations
 
+import binascii
 import contextlib
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +41,8 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments, parse_argstring
 from IPython.display import display
 from psycopg import sql as pgsql
+from psycopg.adapt import AdaptersMap
+from psycopg.types.string import BytesDumper
 
 from .errors import NeonError
 from .progress import progress_bar
@@ -45,6 +52,8 @@ from .sqltext import end_of_block_comment
 from .widgets import in_notebook, mask, shared_panel, status_text
 
 PREVIEW_ROWS = 50
+#: The output options of %%sql, in the order the usage names them; pandas is the default.
+OUTPUT_KINDS = ("pandas", "polars", "arrow")
 
 # -- :name parameters -----------------------------------------------------------
 
@@ -112,6 +121,42 @@ def _skip(text: str, m: re.Match[str]) -> int:
     return m.end()
 
 
+class _HexBytesDumper(BytesDumper):
+    """bytea as a connection quotes it: hex, in a standard string (``'\\x0aff'``)."""
+
+    def dump(self, obj: Any) -> bytes:
+        return b"\\x" + binascii.hexlify(bytes(obj))
+
+    def quote(self, obj: Any) -> bytes:
+        return b"'" + self.dump(obj) + b"'"
+
+
+class _ServerQuoting:
+    """An adaptation context that quotes values as the readers' connections do.
+
+    Without a connection psycopg writes bytea in the old escape format
+    (`` E'\\\\000'``); with one (standard_conforming_strings on, the default
+    since PostgreSQL 9.1) it writes hex. Every other type quotes the same either way.
+    """
+
+    connection = None
+
+    def __init__(self) -> None:
+        self.adapters = AdaptersMap(psycopg.adapters)
+        for cls in (bytes, bytearray, memoryview):
+            self.adapters.register_dumper(cls, _HexBytesDumper)
+
+
+@functools.cache
+def _server_quoting() -> _ServerQuoting:
+    return _ServerQuoting()
+
+
+def _literal_length(value: Any) -> int:
+    """How many characters the server saw for ``value`` bound as a literal."""
+    return len(pgsql.Literal(value).as_string(_server_quoting()))
+
+
 def cell_offset(position: int, placeholders: list[Placeholder], params: Mapping[str, Any] | None) -> int:
     """Map a server error position (1-based, in the bound statement) to a 0-based cell offset.
 
@@ -124,7 +169,7 @@ def cell_offset(position: int, placeholders: list[Placeholder], params: Mapping[
         start_bound = p.start + shift
         if target < start_bound:
             break
-        length = len(pgsql.Literal(params[p.name]).as_string(None)) if params else 0
+        length = _literal_length(params[p.name]) if params else 0
         if target < start_bound + length:
             return p.start
         shift += length - (p.end - p.start)
@@ -191,6 +236,29 @@ def _neon_parser() -> MagicArgumentParser:
 
 def _looks_like_url(word: str) -> bool:
     return "://" in word or "=" in word
+
+
+# ``VAR <<`` (jupysql, ipython-sql): a name, maybe a space, then << standing alone.
+_ASSIGN = re.compile(r"(?<!\S)(?:([^\W\d]\w*)\s*)?<<(?!\S)")
+
+
+def _without_assignment(line: str) -> str:
+    """The %%sql line with ``VAR <<`` written as plain ``VAR``."""
+    m = _ASSIGN.search(line)
+    if m is None:
+        return line
+    if m.group(1) is None:
+        raise UsageError("<< needs a variable name before it, as in: %%sql df <<")
+    return line[:m.start()] + m.group(1) + line[m.end():]
+
+
+def _output_kind(args: Any) -> str:
+    """The one output option given (pandas when none); two different ones are refused."""
+    kinds = [kind for kind in OUTPUT_KINDS if getattr(args, kind)]
+    if len(kinds) > 1:
+        given = " ".join(f"--{kind}" for kind in kinds)
+        raise UsageError(f"{given}: choose one of --pandas, --polars, --arrow (pandas is the default)")
+    return kinds[0] if kinds else "pandas"
 
 
 @magics_class
@@ -287,21 +355,24 @@ class NeonMagics(Magics):
     @argument("var", nargs="?", help="load the whole result into this variable")
     @argument("-c", "--conn", metavar="NAME", help="connection to use (default: the current one)")
     @argument("--direct", action="store_true", help="use the direct endpoint instead of the pooler")
-    @argument("--pandas", dest="kind", action="store_const", const="pandas", help="pandas DataFrame (default)")
-    @argument("--polars", dest="kind", action="store_const", const="polars", help="polars DataFrame")
-    @argument("--arrow", dest="kind", action="store_const", const="arrow", help="pyarrow Table")
+    @argument("--pandas", action="store_true", help="pandas DataFrame (default)")
+    @argument("--polars", action="store_true", help="polars DataFrame")
+    @argument("--arrow", action="store_true", help="pyarrow Table")
     @argument("--preview", type=int, default=PREVIEW_ROWS, metavar="N",
               help=f"rows to show without VAR (default {PREVIEW_ROWS})")
     @cell_magic
     def sql(self, line: str, cell: str) -> Any:
-        """Run the cell's SQL; ``:name`` binds the notebook variable ``name`` as a parameter."""
-        args = parse_argstring(self.sql, line)
+        """Run the cell's SQL; ``:name`` binds the notebook variable ``name`` as a parameter.
+
+        ``VAR <<`` is accepted for ``VAR``, as jupysql and ipython-sql spell it.
+        """
+        args = parse_argstring(self.sql, _without_assignment(line))
         if args.var is not None and not args.var.isidentifier():
             raise UsageError(f"{args.var!r} is not a valid variable name")
         if args.preview < 0:
             raise UsageError("--preview needs a number of rows, 0 or more")
+        kind = _output_kind(args)
         session = self.session(args.conn)
-        kind = args.kind or "pandas"
         text, params, placeholders = bind_parameters(cell, self.shell.user_ns)
         try:
             if args.var is None:
@@ -310,7 +381,7 @@ class NeonMagics(Magics):
                 read = {"pandas": session.read_pandas, "polars": session.read_polars,
                         "arrow": session.read_arrow}[kind]
                 result = read(text, params, direct=args.direct, progress=bar)
-        except (NeonError, psycopg.Error) as exc:
+        except (NeonError, psycopg.Error, ValueError, TypeError) as exc:
             lines = error_lines(exc, cell, placeholders, params)
             raise CellError([mask(session, line) for line in lines]) from exc
         self.shell.user_ns[args.var] = result
@@ -327,26 +398,36 @@ def _summary_line(session: Session) -> str:
 
 def _preview(session: Session, text: str, params: dict[str, Any] | None, kind: str, rows: int,
              direct: bool) -> Any:
-    """The first ``rows`` rows as a frame; stops the query there (closing the stream cancels it)."""
+    """The first ``rows`` rows as a frame; stops the query there (closing the stream cancels it).
+
+    An empty result still shows its columns; a statement without a result set
+    (DDL, INSERT without RETURNING) shows nothing.
+    """
     import pyarrow as pa
 
     from .readers import to_pandas, to_polars
 
     batches: list[pa.RecordBatch] = []
     got = 0
+    schema: pa.Schema | None = None
     stream = session.iter_batches(text, params, batch_rows=rows + 1, direct=direct)
     with contextlib.closing(stream):
-        for batch in stream:
+        while got <= rows:
+            try:
+                batch = next(stream)
+            except StopIteration as end:  # the stream returns the result's schema
+                schema = end.value
+                break
             batches.append(batch)
             got += batch.num_rows
-            if got > rows:
-                break
-    if not batches:  # no rows, or no result set at all (DDL, INSERT without RETURNING)
+    if not batches and not (schema and schema.names):  # no result set at all
         print("done; no rows returned")
         return None
-    table = pa.Table.from_batches(batches).slice(0, rows)
+    table = pa.Table.from_batches(batches, schema=schema).slice(0, rows)
     if got > rows:
         print(f"showing first {rows} rows; assign to a variable to load all (%%sql VAR)")
+    elif got == 0:
+        print("0 rows")
     return {"pandas": to_pandas, "polars": to_polars, "arrow": lambda t: t}[kind](table)
 
 

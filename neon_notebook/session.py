@@ -18,7 +18,7 @@ import weakref
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, TypeVar, Union
 
 import psycopg
 
@@ -233,22 +233,24 @@ class Session:
 
     def iter_batches(self, sql: str, params: Any = None, *, batch_rows: int | None = None,
                      direct: bool = False, progress: ProgressArg = "auto",
-                     copy_format: CopyFormat = "binary") -> Iterator[pa.RecordBatch]:
+                     copy_format: CopyFormat = "binary") -> Generator[pa.RecordBatch, None, pa.Schema]:
         """Arrow record batches as they arrive, in memory bounded by ``batch_rows``.
 
         Stopping early (``close()`` or leaving the loop) cancels the query. If the
         connection is lost before the first batch, the read is retried once;
-        after that, ``ResultInterrupted`` says how many rows arrived.
+        after that, ``ResultInterrupted`` says how many rows arrived. An empty
+        result yields no batch; the generator returns the result's schema
+        (``StopIteration.value``), so a caller can still show its columns.
         """
         options: dict[str, Any] = {"copy_format": copy_format}
         if batch_rows is not None:
             options["batch_rows"] = batch_rows
         role = "direct" if direct else "pooled"
         with _progress(progress) as shown:
-            yield from self._batches(sql, params, role, shown, options)
+            return (yield from self._batches(sql, params, role, shown, options))
 
     def _batches(self, sql: str, params: Any, role: str, progress: Progress | None,
-                 options: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+                 options: dict[str, Any]) -> Generator[pa.RecordBatch, None, pa.Schema]:
         from . import readers
 
         for attempt in (1, 2):
@@ -268,7 +270,7 @@ class Session:
                 _retry_or_raise(exc, attempt, lost, stream.rows_delivered if stream else 0)
                 continue
             self.last_query = QueryStats(stream.rows, stream.bytes, time.perf_counter() - started)
-            return
+            return stream.schema
 
     def _read(self, run: Callable[[psycopg.Connection, Progress], T], direct: bool,
               progress: ProgressArg, count: Callable[[T], int]) -> T:

@@ -254,3 +254,139 @@ def test_use_a_session_made_in_python(shell, compute, capsys):
         assert shell.user_ns["answer"]["x"].tolist() == [42]
     finally:
         shell.user_ns["my_session"].close()
+
+
+# -- regressions of issue #9 ---------------------------------------------------------
+
+CARET_VALUES = {
+    "bytes": b"ab\x00\xff\\",
+    "empty bytes": b"",
+    "bytearray": bytearray(b"xyz"),
+    "str with quotes": "it's \"quoted\"",
+    "str with a backslash": "back\\slash",
+    "non-ASCII str": "é✓ snow ☃",
+    "None": None,
+    "int": 123456789,
+    "negative int": -5,
+    "float": 1.5,
+    "decimal": __import__("decimal").Decimal("-12.3450"),
+    "datetime": __import__("datetime").datetime(2024, 1, 2, 3, 4, 5, 6),
+    "aware datetime": __import__("datetime").datetime(2024, 1, 2, tzinfo=__import__("datetime").timezone.utc),
+    "date": __import__("datetime").date(2024, 1, 2),
+    "timedelta": __import__("datetime").timedelta(days=1, seconds=3),
+    "list of ints": [1, 2, None],
+    "list of str": ["a'b", None, "c\\d"],
+    "list of bytes": [b"x\x00", None],
+}
+
+
+def caret_target(out: str) -> str:
+    """The text of the cell from the caret on (LINE n: ... / ^ lines of an error)."""
+    lines = out.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith("LINE "))
+    return lines[i][lines[i + 1].index("^"):]
+
+
+@pytest.mark.parametrize("kind", CARET_VALUES)
+def test_error_caret_after_a_parameter_of_any_type(shell, magics, capsys, kind):
+    shell.run_line_magic("neon", "connect")
+    shell.user_ns["value"] = CARET_VALUES[kind]
+    result, out = run(shell, capsys, "%%sql\nselect :value as v, nope_col as w")
+    assert isinstance(result.error_in_exec, CellError)
+    assert caret_target(out).startswith("nope_col")
+
+
+def test_error_caret_after_many_parameters(shell, magics, capsys):
+    shell.run_line_magic("neon", "connect")
+    names = [f"p{i}" for i in range(len(CARET_VALUES))]
+    shell.user_ns.update(zip(names, CARET_VALUES.values()))
+    selects = ",\n       ".join(f":{name} as {name}" for name in names)
+    result, out = run(shell, capsys, f"%%sql\nselect {selects}, :p0 as again,\n  nope_col")
+    assert isinstance(result.error_in_exec, CellError)
+    assert caret_target(out).startswith("nope_col")
+
+
+def test_cell_offset_agrees_with_the_server_for_bytes(direct_url):
+    """The server's position of an error after a bytes literal maps back to the cell."""
+    cell = "select :b, :s, nope"
+    values = {"b": b"\x00\x01\x02\x03" * 10, "s": "x"}
+    text, params, found = bind_parameters(cell, values)
+    with psycopg.connect(direct_url) as conn:
+        bound = psycopg.ClientCursor(conn).mogrify(text, params)
+    position = bound.index("nope") + 1
+    assert cell[cell_offset(position, found, params):].startswith("nope")
+
+
+def test_zero_row_preview_shows_the_columns(shell, magics, capsys):
+    shell.run_line_magic("neon", "connect")
+    cell = "select 1::int4 as id, 'x'::text as label, now() as at where false"
+    result, out = run(shell, capsys, f"%%sql\n{cell}")
+    frame = result.result
+    assert list(frame.columns) == ["id", "label", "at"] and len(frame) == 0
+    assert str(frame["id"].dtype) == "Int32"
+    assert "0 rows" in out and "no rows returned" not in out
+    result, out = run(shell, capsys, f"%%sql --polars\n{cell}")
+    assert result.result.columns == ["id", "label", "at"] and result.result.height == 0
+    assert "0 rows" in out
+    result, out = run(shell, capsys, f"%%sql --arrow\n{cell}")
+    assert result.result.schema.names == ["id", "label", "at"] and result.result.num_rows == 0
+    assert str(result.result.schema.field("id").type) == "int32"
+    result, out = run(shell, capsys, "%%sql\ndo $$ begin end $$")  # no result set at all
+    assert result.result is None and "done; no rows returned" in out
+
+
+@pytest.mark.parametrize("flags", ["--pandas --polars", "--polars --arrow v", "--arrow --pandas v"])
+def test_conflicting_output_options_are_refused(shell, magics, flags):
+    shell.run_line_magic("neon", "connect")
+    with pytest.raises(UsageError, match=r"one of --pandas, --polars, --arrow"):
+        shell.run_cell_magic("sql", flags, "select 1 as x")
+    assert "v" not in shell.user_ns
+
+
+def test_repeating_one_output_option_is_fine(shell, magics):
+    shell.run_line_magic("neon", "connect")
+    shell.run_cell_magic("sql", "--polars --polars twice", "select 1 as x")
+    assert shell.user_ns["twice"].rows() == [(1,)]
+
+
+@pytest.mark.parametrize("line, var, kind", [
+    ("df <<", "df", "pandas"),
+    ("df<<", "df", "pandas"),
+    ("  df   <<  ", "df", "pandas"),
+    ("--polars df <<", "df", "polars"),
+    ("df << --arrow", "df", "arrow"),
+    ("--direct result <<", "result", "pandas"),
+])
+def test_var_arrow_arrow_is_a_synonym_of_var(shell, magics, line, var, kind):
+    shell.run_line_magic("neon", "connect")
+    shell.user_ns.pop(var, None)
+    shell.run_cell_magic("sql", line, "select 6 * 7 as x")
+    value = shell.user_ns[var]
+    assert type(value).__module__.split(".")[0] == {"pandas": "pandas", "polars": "polars",
+                                                    "arrow": "pyarrow"}[kind]
+    assert value["x"][0] == 42 if kind != "arrow" else value.column("x").to_pylist() == [42]
+
+
+def test_arrow_arrow_without_a_variable_says_what_is_missing(shell, magics):
+    shell.run_line_magic("neon", "connect")
+    with pytest.raises(UsageError, match=r"<< needs a variable name before it"):
+        shell.run_cell_magic("sql", "<<", "select 1")
+
+
+def test_client_errors_are_one_clear_message(shell, magics, compute, capsys):
+    import neon_notebook as nn
+
+    shell.user_ns["gone"] = nn.connect(compute.direct_url, suspend_after=None)
+    shell.run_line_magic("neon", "use gone")
+    shell.user_ns["gone"].close()
+    result, out = run(shell, capsys, "%%sql\nselect 1")
+    assert isinstance(result.error_in_exec, CellError)
+    assert "NeonError: this session is closed" in out and "Traceback" not in out
+    shell.run_line_magic("neon", "connect")
+    shell.run_line_magic("neon", "use default")
+    shell.user_ns["surrogate"] = "\udcff"  # what os.fsdecode makes of an undecodable byte
+    for cell in ("%%sql\nselect :surrogate as s", "%%sql into\nselect :surrogate as s"):
+        result, out = run(shell, capsys, cell)
+        assert isinstance(result.error_in_exec, CellError), cell
+        assert "UnicodeEncodeError" in out and "surrogates not allowed" in out
+        assert "Traceback" not in out
