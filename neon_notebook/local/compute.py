@@ -8,6 +8,7 @@ notebook for the interpreter lock. This object is its remote control.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shutil
@@ -36,7 +37,16 @@ class LocalCompute:
     - suspends after ``suspend_after`` seconds without activity (a busy or
       idle-in-transaction backend, or a new connection); ``None`` never;
     - ``suspend()``, ``crash()``, ``fail_next_wakes(n)`` for tests;
-    - ``wakes``, ``suspensions``, ``connections`` counters.
+    - network faults for tests, per endpoint (``"direct"``, ``"pooled"`` or
+      ``"both"``): ``cut_after(nbytes)`` shuts each new connection down once the
+      client has received ``nbytes`` bytes on it, counting from its first byte
+      (the proxy's start-up and SCRAM messages included), and ``latency(seconds)``
+      holds back every relayed chunk, both directions, that long, in order. Both
+      run in the proxy; a connection accepted while neither is set keeps the
+      ``splice(2)`` fast path and is never affected. ``cut_after(None)`` and
+      ``latency(0)`` clear them;
+    - ``wakes``, ``suspensions``, ``connections``, ``cuts``, ``tapped_bytes``
+      counters; ``status()`` adds the proxy's ``threads`` and ``fds``.
     """
 
     def __init__(
@@ -162,6 +172,39 @@ class LocalCompute:
         """Answer the next ``n`` wake attempts with ``Couldn't connect to compute node``."""
         self._call("fail_next_wakes", n=n)
 
+    def cut_after(self, nbytes: int | None, *, endpoint: str = "both") -> None:
+        """Cut each new client connection once it has received ``nbytes`` bytes; ``None`` stops.
+
+        Counts every byte the client receives on that connection from its first
+        (the proxy's own start-up and SCRAM messages included); at the limit both
+        sockets are shut down and the client reads EOF. Each call disarms the
+        connections accepted before it.
+        """
+        if nbytes is not None and (isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0):
+            raise ValueError(f"cut_after needs a byte count >= 0 or None, not {nbytes!r}")
+        self._call("cut_after", nbytes=nbytes, endpoint=_endpoint(endpoint))
+
+    def latency(self, seconds: float, *, endpoint: str = "both") -> None:
+        """Delay every chunk relayed, each direction, by ``seconds`` (``0`` stops).
+
+        Applies to connections accepted while a fault is set on the endpoint, and
+        a change applies to those at once; others keep the fast path.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or \
+                not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"latency needs a finite number of seconds >= 0, not {seconds!r}")
+        self._call("latency", seconds=float(seconds), endpoint=_endpoint(endpoint))
+
+    @property
+    def cuts(self) -> int:
+        """Connections cut by ``cut_after``."""
+        return self._call("status")["cuts"]
+
+    @property
+    def tapped_bytes(self) -> int:
+        """Bytes sent to clients on connections accepted while a fault was set (to find offsets)."""
+        return self._call("status")["tapped_bytes"]
+
     def close(self) -> None:
         """Stop the servers and the proxy, delete the temporary files."""
         self._finalizer()
@@ -176,6 +219,15 @@ class LocalCompute:
         alive = self._proc.poll() is None
         return (f"<LocalCompute direct=127.0.0.1:{self._direct_port} "
                 f"pooled=127.0.0.1:{self._pooled_port} {'running' if alive else 'closed'}>")
+
+
+_ENDPOINTS = ("direct", "pooled", "both")
+
+
+def _endpoint(name: str) -> str:
+    if name not in _ENDPOINTS:
+        raise ValueError(f"endpoint must be one of {', '.join(map(repr, _ENDPOINTS))}, not {name!r}")
+    return name
 
 
 def _shutdown(proc: subprocess.Popen, tmp: Path) -> None:

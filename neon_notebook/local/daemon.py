@@ -24,7 +24,7 @@ from . import scram, wire
 from .binaries import PGBOUNCER_INSTALL_HINT
 from .pgbouncer import PgBouncer
 from .postgres import Postgres
-from .relay import relay
+from .relay import Tap, TappedSocket, relay, relay_faulty
 
 log = logging.getLogger("neon_notebook.local")
 
@@ -58,7 +58,8 @@ class Compute:
         self.monitor_interval: float = cfg["monitor_interval"]
         self.state = "suspended"
         self.counters = {"wakes": 0, "suspensions": 0, "crashes": 0, "connections": 0,
-                         "failed_wakes": 0}
+                         "failed_wakes": 0, "cuts": 0, "tapped_bytes": 0}
+        self._count_lock = threading.Lock()
         self.last_wake_seconds: float | None = None
         self._fail_next = 0
         self._last_activity = time.monotonic()
@@ -136,6 +137,11 @@ class Compute:
             self._stop_servers("fast")
             self.state = "closed"
 
+    def count(self, counter: str, n: int) -> None:
+        """Add ``n`` to a counter from a relay thread (``+=`` on a dict is not atomic)."""
+        with self._count_lock:
+            self.counters[counter] += n
+
     def note_connection(self) -> None:
         self.counters["connections"] += 1
         self._last_activity = time.monotonic()
@@ -174,7 +180,42 @@ class Compute:
                     self.suspend()
 
     def status(self) -> dict:
-        return {"state": self.state, **self.counters, "last_wake_seconds": self.last_wake_seconds}
+        return {"state": self.state, **self.counters, "last_wake_seconds": self.last_wake_seconds,
+                "threads": threading.active_count(), "fds": _open_fds()}
+
+
+def _open_fds() -> int | None:
+    """File descriptors this process holds (None where /proc is missing)."""
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # minus the one listdir opened
+    except OSError:
+        return None
+
+
+class Faults:
+    """An endpoint's injected faults; a connection accepted with none set takes the splice path.
+
+    ``cut_after`` arms each connection accepted after it was set; setting it again
+    (``None`` included) disarms the connections accepted before. ``latency`` is
+    read for every chunk, so a change applies at once to the faulty connections.
+    """
+
+    def __init__(self) -> None:
+        self.cut_after: int | None = None
+        self.cut_epoch = 0
+        self.latency = 0.0
+
+    @property
+    def any(self) -> bool:
+        return self.cut_after is not None or self.latency > 0
+
+    def set_cut(self, nbytes: int | None) -> None:
+        self.cut_after, self.cut_epoch = nbytes, self.cut_epoch + 1
+
+    def tap(self, count) -> Tap:
+        """A tap for a connection accepted now: armed until the next ``set_cut``."""
+        epoch = self.cut_epoch
+        return Tap(self.cut_after, lambda: self.cut_epoch == epoch, count)
 
 
 class Endpoint:
@@ -182,6 +223,7 @@ class Endpoint:
 
     def __init__(self, compute: Compute, name: str, backend: Path | None, missing: str | None = None):
         self.compute, self.name, self.backend, self.missing = compute, name, backend, missing
+        self.faults = Faults()
         self.sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
         self.port = self.sock.getsockname()[1]
 
@@ -202,6 +244,14 @@ class Endpoint:
 
     def _handle(self, client: socket.socket) -> None:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.faults.any:  # decided at accept, so the proxy's own messages count too
+            client = TappedSocket.adopt(client, self.faults.tap(self.compute.count))
+        try:
+            self._serve(client)
+        except OSError:  # the client went away, or a fault cut it, before the relay began
+            client.close()
+
+    def _serve(self, client: socket.socket) -> None:
         try:
             code, packet = wire.read_startup(client)
         except (wire.ProtocolError, OSError):
@@ -247,7 +297,11 @@ class Endpoint:
             return
         except (OSError, wire.ProtocolError):
             server.close()
+            if isinstance(client, TappedSocket) and client.tap.cut:
+                return client.close()
             return self._refuse(client, COULD_NOT_CONNECT)
+        if isinstance(client, TappedSocket):
+            return relay_faulty(client, server, lambda: self.faults.latency, name=self.name)
         relay(client, server, name=self.name)
 
     def close(self) -> None:
@@ -300,12 +354,25 @@ def main(argv: list[str]) -> None:
                           "server_conninfo": compute.postgres.conninfo}) + "\n")
     out.flush()
 
+    def chosen(msg: dict) -> list[Endpoint]:
+        return {"direct": [direct], "pooled": [pooled], "both": [direct, pooled]}[msg["endpoint"]]
+
+    def set_cut(msg: dict) -> None:
+        for endpoint in chosen(msg):
+            endpoint.faults.set_cut(msg["nbytes"])
+
+    def set_latency(msg: dict) -> None:
+        for endpoint in chosen(msg):
+            endpoint.faults.latency = float(msg["seconds"])
+
     commands = {
         "status": lambda _: None,
         "suspend": lambda _: compute.suspend(),
         "crash": lambda _: compute.crash(),
         "wake": lambda _: _raise_if(compute.ensure_active()),
         "fail_next_wakes": lambda msg: compute.fail_next_wakes(msg["n"]),
+        "cut_after": set_cut,
+        "latency": set_latency,
     }
     for line in sys.stdin:
         msg = json.loads(line)

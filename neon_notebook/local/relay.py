@@ -3,16 +3,28 @@
 On Linux the bytes never enter Python: ``os.splice`` moves them through a
 kernel pipe, in a thread per direction that holds no interpreter lock while it
 waits. Elsewhere a ``recv_into``/``sendall`` loop with a large buffer does it.
+
+A connection under fault injection (``LocalCompute.cut_after``/``latency``)
+goes through ``relay_faulty`` instead: a Python loop per direction that holds
+each chunk back for the current latency, in order, and whose client socket is a
+``TappedSocket`` counting what the client receives and cutting at the limit.
 """
 
 from __future__ import annotations
 
+import collections
 import os
+import select
 import socket
 import threading
+import time
+from typing import Callable
 
 _CHUNK = 1 << 20
 _F_SETPIPE_SZ = 1031
+# Bytes a delayed direction holds at most (a TCP window): reading stops when it
+# is full, so a slow reader applies back-pressure and memory stays bounded.
+_WINDOW = 4 << 20
 
 
 def _pump_splice(src: socket.socket, dst: socket.socket) -> None:
@@ -48,9 +60,44 @@ def _pump_copy(src: socket.socket, dst: socket.socket) -> None:
 _pump = _pump_splice if hasattr(os, "splice") else _pump_copy
 
 
-def _one_way(src: socket.socket, dst: socket.socket, done: threading.Event, other_done: threading.Event) -> None:
+def _readable(sock: socket.socket, timeout: float | None) -> bool:
+    """Wait until ``sock`` has data or EOF (poll: no FD_SETSIZE limit), at most ``timeout`` s."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000) + 1)))
+    return bool(select.select([sock], [], [], timeout)[0])
+
+
+def _pump_delayed(src: socket.socket, dst: socket.socket, latency: Callable[[], float]) -> None:
+    """Forward each chunk ``latency()`` seconds after it arrived, in order."""
+    pending: collections.deque[tuple[float, bytes]] = collections.deque()
+    held = 0
+    eof = False
+    while pending or not eof:
+        now = time.monotonic()
+        while pending and pending[0][0] <= now:
+            _, data = pending.popleft()
+            held -= len(data)
+            dst.sendall(data)
+        wait = pending[0][0] - now if pending else None
+        if eof or held >= _WINDOW:
+            if wait is not None and wait > 0:
+                time.sleep(wait)
+            continue
+        if _readable(src, wait):
+            data = src.recv(_CHUNK)
+            if data:
+                pending.append((time.monotonic() + latency(), data))
+                held += len(data)
+            else:
+                eof = True
+
+
+def _one_way(pump: Callable[[], None], src: socket.socket, dst: socket.socket,
+             done: threading.Event, other_done: threading.Event) -> None:
     try:
-        _pump(src, dst)
+        pump()
     except OSError:
         pass
     finally:
@@ -64,8 +111,87 @@ def _one_way(src: socket.socket, dst: socket.socket, done: threading.Event, othe
             dst.close()
 
 
+def _start(up: Callable[[], None], down: Callable[[], None], client: socket.socket,
+           server: socket.socket, name: str) -> None:
+    up_done, down_done = threading.Event(), threading.Event()
+    threading.Thread(target=_one_way, args=(up, client, server, up_done, down_done),
+                     name=f"{name}-up", daemon=True).start()
+    threading.Thread(target=_one_way, args=(down, server, client, down_done, up_done),
+                     name=f"{name}-down", daemon=True).start()
+
+
 def relay(client: socket.socket, server: socket.socket, name: str = "relay") -> None:
     """Relay both directions in daemon threads; both sockets close when both ends are done."""
-    up, down = threading.Event(), threading.Event()
-    threading.Thread(target=_one_way, args=(client, server, up, down), name=f"{name}-up", daemon=True).start()
-    threading.Thread(target=_one_way, args=(server, client, down, up), name=f"{name}-down", daemon=True).start()
+    _start(lambda: _pump(client, server), lambda: _pump(server, client), client, server, name)
+
+
+def relay_faulty(client: TappedSocket, server: socket.socket, latency: Callable[[], float],
+                 name: str = "relay") -> None:
+    """``relay`` through Python, each direction delayed by ``latency()``; the tap may cut."""
+    client.tap.server = server
+    _start(lambda: _pump_delayed(client, server, latency),
+           lambda: _pump_delayed(server, client, latency), client, server, name)
+
+
+class Cut(ConnectionResetError):
+    """The connection was cut by fault injection."""
+
+
+class Tap:
+    """What one client connection has received, and where it is cut.
+
+    ``limit`` is the byte count at which to cut (None: never); ``armed()`` says
+    whether the cut still applies (a later setting lifts it); ``count(kind, n)``
+    adds to the compute's counters (``tapped_bytes``, ``cuts``).
+    """
+
+    def __init__(self, limit: int | None, armed: Callable[[], bool],
+                 count: Callable[[str, int], None]) -> None:
+        self.limit, self.armed, self.count = limit, armed, count
+        self.sent = 0
+        self.server: socket.socket | None = None
+        self.cut = False
+        self._lock = threading.Lock()
+
+    def send(self, sock: socket.socket, data: bytes) -> None:
+        """Send ``data`` to the client, or the part that fits under the limit and then cut."""
+        with self._lock:
+            if self.cut:
+                raise Cut("cut by fault injection")
+            view = memoryview(data).cast("B")
+            room = None if self.limit is None or not self.armed() else self.limit - self.sent
+            cut = room is not None and room <= len(view)
+            if cut:
+                view = view[:room]
+            self.sent += len(view)
+            self.count("tapped_bytes", len(view))  # before the client can see them
+            socket.socket.sendall(sock, view)
+            if cut:
+                self._cut(sock)
+                raise Cut("cut by fault injection")
+
+    def _cut(self, client: socket.socket) -> None:
+        """Close both ways at once, as a network cut: the client reads EOF."""
+        self.cut = True
+        self.count("cuts", 1)  # before the client can see the EOF
+        for sock in (client, self.server):
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+class TappedSocket(socket.socket):
+    """A client socket whose every ``sendall`` (the proxy's own messages too) goes through a ``Tap``."""
+
+    tap: Tap
+
+    @classmethod
+    def adopt(cls, sock: socket.socket, tap: Tap) -> TappedSocket:
+        tapped = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        tapped.tap = tap
+        return tapped
+
+    def sendall(self, data, flags: int = 0) -> None:  # type: ignore[override]
+        self.tap.send(self, data)
