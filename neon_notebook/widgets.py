@@ -12,6 +12,11 @@ whatever thread made the change: ipykernel sends widget updates from any
 thread), when its own warm-up finishes, and after every cell (IPython's
 ``post_run_cell``), which catches new pings and query statistics. Closing the
 widget stops all three. ipywidgets is imported only when a panel is built.
+
+A panel holds its session weakly: displaying a session must not keep it
+alive, or re-running a ``session = nn.connect()`` cell would never free the old
+one and its connections. Once the session is gone, the panel says so and, after
+the next cell, stops listening.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import weakref
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable
 
+from .errors import NeonError
 from .settings import redact, summary
 from .state import ComputeState, StateChange
 
@@ -40,6 +46,9 @@ STATE_COLOURS: dict[ComputeState, str] = {
     ComputeState.ERROR: "#c62828",  # red
     ComputeState.UNKNOWN: "#757575",  # grey
 }
+
+#: What a panel shows once its session has been garbage-collected.
+_GONE_ROWS: list[tuple[str, str]] = [("state", "unknown (session gone: nothing refers to it any more)")]
 
 
 def _shell() -> Any:
@@ -106,7 +115,10 @@ def status_rows(session: Session) -> list[tuple[str, str]]:
 
 def status_text(session: Session) -> str:
     """The session's status as plain text (terminals, logs, ``text/plain`` output)."""
-    rows = status_rows(session)
+    return _rows_text(status_rows(session))
+
+
+def _rows_text(rows: list[tuple[str, str]]) -> str:
     width = max(len(label) for label, _ in rows)
     return "Neon compute\n" + "\n".join(f"  {label:<{width}}  {value}" for label, value in rows)
 
@@ -114,8 +126,8 @@ def status_text(session: Session) -> str:
 # -- the widget ------------------------------------------------------------------
 
 
-def _state_html(session: Session, rows: list[tuple[str, str]]) -> str:
-    colour = STATE_COLOURS[session.state]
+def _state_html(state: ComputeState, rows: list[tuple[str, str]]) -> str:
+    colour = STATE_COLOURS[state]
     return (f'<span style="color:{colour};font-weight:bold">&#9679; {html.escape(rows[0][1])}</span>')
 
 
@@ -134,10 +146,10 @@ def _panel_class() -> type:
     import ipywidgets as w
 
     class StatusPanel(w.VBox):
-        """Live view of a session; ``close()`` stops listening to it."""
+        """Live view of a session, held weakly; ``close()`` stops listening to it."""
 
         def __init__(self, session: Session) -> None:
-            self.session = session
+            self._session = weakref.ref(session)
             self.state_html = w.HTML()
             self.wake_button = w.Button(description="Wake up", icon="power-off",
                                         tooltip="Wake the compute in the background")
@@ -155,19 +167,33 @@ def _panel_class() -> type:
                 self._stop.append(lambda: shell.events.unregister("post_run_cell", self._after_cell))
             self.refresh()
 
+        @property
+        def session(self) -> Session | None:
+            """The session shown, or None once it has been garbage-collected."""
+            return self._session()
+
         def _on_change(self, change: StateChange) -> None:
             self.refresh()
 
         def _after_cell(self, result: Any) -> None:
+            if self.session is None:  # nothing left to follow: stop listening
+                self._unhook()
             self.refresh()
+
+        def _unhook(self) -> None:
+            while self._stop:
+                self._stop.pop()()
 
         def wake(self) -> Future:
             """Warm the compute up in the background (the button's action)."""
+            session = self.session
+            if session is None:
+                raise NeonError("this panel's session is gone; display a live session to wake it")
             with self._lock:  # the warm-up thread's first redraw waits for _warming
                 start = self._warming is None or self._warming.done()
                 if start:
                     self._note = None
-                    self._warming = self.session.warm_up(background=True)
+                    self._warming = session.warm_up(background=True)
                 warming = self._warming
             if start:
                 warming.add_done_callback(self._warmed)  # may run at once: outside the lock
@@ -176,35 +202,43 @@ def _panel_class() -> type:
 
         def _warmed(self, future: Future) -> None:
             exc = future.exception()
-            if exc is not None and self.session.last_error is None:
+            session = self.session
+            if exc is not None and session is not None and session.last_error is None:
                 self._note = f"wake-up failed: {exc}"
             self.refresh()
 
+        def _rows(self) -> tuple[ComputeState, list[tuple[str, str]], bool]:
+            """State, rows and whether the session is closed (or gone), read once."""
+            session = self.session
+            if session is None:
+                return ComputeState.UNKNOWN, list(_GONE_ROWS), True
+            rows = status_rows(session)
+            if self._note:
+                rows.append(("last error", mask(session, self._note)))
+            return session.state, rows, session.closed
+
         def refresh(self) -> None:
             """Redraw from the session's current state (any thread)."""
-            rows = status_rows(self.session)
-            if self._note:
-                rows.append(("last error", mask(self.session, self._note)))
+            state, rows, closed = self._rows()
             with self._lock:
-                self.wake_button.disabled = self.session.closed or (
+                self.wake_button.disabled = closed or (
                     self._warming is not None and not self._warming.done())
-                self.state_html.value = _state_html(self.session, rows)
+                self.state_html.value = _state_html(state, rows)
                 self.details_html.value = _details_html(rows)
 
         def close(self) -> None:
-            while self._stop:
-                self._stop.pop()()
+            self._unhook()
             for child in (self.state_html, self.wake_button, self._top, self.details_html):
                 child.close()
             super().close()
 
         def __repr__(self) -> str:
-            return status_text(self.session)
+            return _rows_text(self._rows()[1])
 
         def _repr_mimebundle_(self, **kwargs: Any) -> dict | None:
             bundle = super()._repr_mimebundle_(**kwargs)
             if bundle is not None:
-                bundle["text/plain"] = status_text(self.session)  # whole, not cut at 110 chars
+                bundle["text/plain"] = repr(self)  # whole, not cut at 110 chars
             return bundle
 
     return StatusPanel

@@ -214,3 +214,57 @@ def test_panel_shows_a_closed_session(compute):
     assert panel.wake_button.disabled
     assert "session closed" in status_text(session)
     panel.close()
+
+
+# -- regressions of issue #9 ---------------------------------------------------------
+
+
+def test_a_panel_adds_no_strong_reference_to_its_session(compute, closing, monkeypatch):
+    """Panel, observer, post_run_cell hook and the shared-panel table hold the session weakly."""
+    import sys
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    session = session_for(compute)
+    closing(session)
+    session.warm_up()
+    before = sys.getrefcount(session)
+    panel = status_widget(session)
+    closing(panel)
+    monkeypatch.setattr(widgets, "in_notebook", lambda: True)
+    repr_mimebundle(session)  # how a notebook displays a session: the shared panel
+    closing(widgets._panels[session])
+    panel.wake().result(timeout=20)
+    shell.run_cell("pass")
+    wait_for(lambda: sys.getrefcount(session) == before, timeout=5)  # the warm-up thread has ended
+    assert "active" in panel.state_html.value and panel.session is session
+
+
+def test_a_dropped_session_with_a_displayed_panel_is_collected(compute, monkeypatch):
+    """Re-running ``session = nn.connect()`` frees the old session, whose panel then unhooks."""
+    import gc
+    import weakref
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    monkeypatch.setattr(widgets, "in_notebook", lambda: True)
+    session = session_for(compute)
+    session.warm_up()
+    repr_mimebundle(session)
+    panel = widgets._panels[session]
+    shell.run_cell("pass")
+    gone = weakref.ref(session)
+    del session
+    gc.collect()
+    try:
+        assert gone() is None, "the session is still referenced after gc.collect()"
+        shell.run_cell("pass")  # the first cell after: the panel sees its session is gone
+        assert panel._after_cell not in shell.events.callbacks["post_run_cell"]
+        assert "session gone" in panel.state_html.value and panel.wake_button.disabled
+        assert "session gone" in repr(panel) and panel.session is None
+    finally:
+        if gone() is not None:
+            gone().close()
+        panel.close()
