@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -28,6 +29,20 @@ def _local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(*, zero: bool):
+    """An argparse type: a finite number of seconds, >= 0 or (``zero=False``) > 0."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(
+                f"must be a number of seconds {'>=' if zero else '>'} 0, not {text!r}")
+        return value
+    return parse
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run
 
@@ -40,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Neon serverless Postgres from notebooks.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="the whole story on a local compute: wake, load, suspend, read")
-    demo.add_argument("--suspend-after", type=float, default=3.0, metavar="SECONDS")
+    demo.add_argument("--suspend-after", type=_seconds(zero=False), default=3.0, metavar="SECONDS")
     demo.set_defaults(func=_demo)
     local = sub.add_parser("local", help="serve a local compute that scales to zero like Neon's")
-    local.add_argument("--suspend-after", type=float, default=300.0, metavar="SECONDS")
-    local.add_argument("--activation-delay", type=float, default=0.0, metavar="SECONDS")
+    local.add_argument("--suspend-after", type=_seconds(zero=False), default=300.0, metavar="SECONDS")
+    local.add_argument("--activation-delay", type=_seconds(zero=True), default=0.0, metavar="SECONDS")
     local.add_argument("--postgres-version", type=int, default=16, choices=(16, 18))
     local.set_defaults(func=_local)
     args = parser.parse_args(argv)

@@ -343,3 +343,34 @@ def test_a_failed_wake_command_raises(make_compute):
         c.wake()
     c.wake()
     assert c.state == "active" and c.wakes == 1
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"activation_delay": -1}, {"activation_delay": float("nan")}, {"activation_delay": float("inf")},
+    {"activation_delay": (2, 1)}, {"activation_delay": (-1, 1)}, {"activation_delay": (0, float("nan"))},
+    {"activation_delay": (1, 2, 3)}, {"activation_delay": "1"}, {"activation_delay": None},
+    {"suspend_after": 0}, {"suspend_after": -5}, {"suspend_after": float("nan")},
+    {"suspend_after": "300"}, {"monitor_interval": 0}, {"monitor_interval": -0.5},
+    {"monitor_interval": float("inf")},
+])
+def test_lifecycle_settings_are_checked_before_anything_starts(kwargs):
+    """A negative or inverted delay used to leave the compute "starting" and its clients hanging."""
+    import tempfile
+    from pathlib import Path
+
+    before = set(Path(tempfile.gettempdir()).iterdir())
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=f"^{name} must be "):
+        LocalCompute(**kwargs).close()
+    assert set(Path(tempfile.gettempdir()).iterdir()) == before  # no server directory was made
+
+
+@pytest.mark.parametrize("args", [["--activation-delay", "-1"], ["--suspend-after", "-5"],
+                                  ["--suspend-after", "0"], ["--activation-delay", "nan"]])
+def test_cli_refuses_bad_lifecycle_settings(args):
+    proc = subprocess.run([sys.executable, "-m", "neon_notebook", "local", *args],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"argument {args[0]}: must be a number of seconds" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "DATABASE_URL" not in proc.stdout

@@ -63,6 +63,7 @@ class LocalCompute:
         monitor_interval: float = 0.5,
     ) -> None:
         self._direct_port = self._pooled_port = 0
+        _check_lifecycle(suspend_after, activation_delay, monitor_interval)
         bin_dir = postgres_bin_dir(pg_bin, postgres_version)
         self._password = password or secrets.token_urlsafe(18)
         self._tmp, data, run_dir, user = server_dirs(bin_dir, "neon-local-", data_dir)
@@ -190,8 +191,7 @@ class LocalCompute:
         Applies to connections accepted while a fault is set on the endpoint, and
         a change applies to those at once; others keep the fast path.
         """
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or \
-                not math.isfinite(seconds) or seconds < 0:
+        if not _seconds(seconds):
             raise ValueError(f"latency needs a finite number of seconds >= 0, not {seconds!r}")
         self._call("latency", seconds=float(seconds), endpoint=_endpoint(endpoint))
 
@@ -219,6 +219,29 @@ class LocalCompute:
         alive = self._proc.poll() is None
         return (f"<LocalCompute direct=127.0.0.1:{self._direct_port} "
                 f"pooled=127.0.0.1:{self._pooled_port} {'running' if alive else 'closed'}>")
+
+
+def _seconds(value: object) -> bool:
+    """A finite number of seconds >= 0 (bools are not numbers here)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
+def _check_lifecycle(suspend_after: object, activation_delay: object, monitor_interval: object) -> None:
+    """Refuse settings that would leave the compute "starting" or polling in a tight loop."""
+    if suspend_after is not None and not (_seconds(suspend_after) and suspend_after > 0):
+        raise ValueError(f"suspend_after must be a number of seconds > 0, or None (never), "
+                         f"not {suspend_after!r}")
+    delay = activation_delay
+    if isinstance(delay, (tuple, list)):
+        if not (len(delay) == 2 and all(map(_seconds, delay)) and delay[0] <= delay[1]):
+            raise ValueError(f"activation_delay must be a (low, high) range of seconds with "
+                             f"0 <= low <= high, not {tuple(delay)!r}")
+    elif not _seconds(delay):
+        raise ValueError(f"activation_delay must be a number of seconds >= 0 or a (low, high) "
+                         f"range, not {delay!r}")
+    if not (_seconds(monitor_interval) and monitor_interval > 0):
+        raise ValueError(f"monitor_interval must be a number of seconds > 0, not {monitor_interval!r}")
 
 
 _ENDPOINTS = ("direct", "pooled", "both")
