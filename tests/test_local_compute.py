@@ -374,3 +374,40 @@ def test_cli_refuses_bad_lifecycle_settings(args):
     assert f"argument {args[0]}: must be a number of seconds" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "DATABASE_URL" not in proc.stdout
+
+
+@pytest.mark.parametrize("data_dir", [False, True])
+def test_a_killed_owner_leaves_no_files_and_no_traceback(data_dir):
+    """SIGKILL of the owner: the daemon stops the servers, removes its temp dir, says nothing."""
+    import os
+    import psutil
+    import shutil
+    import signal
+    import tempfile
+    from pathlib import Path
+
+    parent = Path(tempfile.mkdtemp())
+    parent.chmod(0o755)  # as root, the servers' user must reach a data_dir of the user's
+    user_dir = parent / "mine"
+    script = (
+        "import os, psycopg, signal, sys\n"
+        "from neon_notebook.local import LocalCompute\n"
+        f"c = LocalCompute(suspend_after=None, data_dir={str(user_dir)!r} if {data_dir} else None)\n"
+        "psycopg.connect(c.direct_url).close()\n"
+        "print(c._proc.pid, c._tmp, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    pid, tmp = owner.stdout.readline().split()
+    servers = psutil.Process(int(pid)).children(recursive=True)
+    assert servers and Path(tmp).is_dir()
+    assert owner.wait(30) == -signal.SIGKILL
+    stderr = owner.stderr.read()  # EOF once the daemon, which shares the pipe, has exited
+    assert not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in servers)
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr
+    assert not os.path.exists(tmp), os.listdir(tmp)
+    if data_dir:  # a data directory the user gave is theirs: kept
+        assert (user_dir / "PG_VERSION").exists()
+    shutil.rmtree(parent)

@@ -75,6 +75,7 @@ class LocalCompute:
             "pgbouncer": str(bouncer) if bouncer else None,
             "suspend_after": suspend_after, "activation_delay": activation_delay,
             "monitor_interval": monitor_interval, "start_active": start_active,
+            "tmp_dir": str(self._tmp),  # the daemon removes it if this process dies
         }
         self._lock = threading.Lock()
         # The config (with the password) goes over stdin, never on a command line.

@@ -3,8 +3,9 @@
 Run by ``LocalCompute`` as ``python -m neon_notebook.local.daemon CONFIG_JSON``.
 It owns PostgreSQL and PgBouncer, listens on the direct and pooled TCP ports,
 and takes commands as JSON lines on stdin (one JSON reply per line on stdout).
-When stdin closes (its parent went away) it shuts everything down and exits,
-so a dead notebook kernel leaves no server behind.
+When stdin closes without a ``close`` command (its parent died) it shuts
+everything down, removes the parent's temporary directory and exits quietly, so
+a dead notebook kernel leaves no server and no files behind.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import socket
 import sys
@@ -317,6 +319,74 @@ def _raise_if(error: str | None) -> None:
         raise RuntimeError(error)
 
 
+def _send(out, obj: dict) -> bool:
+    """Write one JSON line to the parent; False when it is gone (its pipe is broken)."""
+    try:
+        out.write(json.dumps(obj) + "\n")
+        out.flush()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _orphaned(cfg: dict) -> None:
+    """The parent died without closing us: remove its temp dir (nobody else will), quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail either
+    os.close(devnull)
+    if cfg.get("tmp_dir"):  # the directory LocalCompute made; a data_dir of the user's is elsewhere
+        shutil.rmtree(cfg["tmp_dir"], ignore_errors=True)
+
+
+def _endpoints(compute: Compute, run_dir: Path) -> tuple[Endpoint, Endpoint]:
+    direct = Endpoint(compute, "direct", run_dir / f".s.PGSQL.{compute.postgres.port}")
+    if compute.pgbouncer is not None:
+        return direct, Endpoint(compute, "pooled", compute.pgbouncer.socket_path)
+    return direct, Endpoint(compute, "pooled", None, missing=(
+        "PgBouncer is not installed, so this local compute has no pooled endpoint: "
+        f"{PGBOUNCER_INSTALL_HINT}, or use the direct URL"))
+
+
+def _commands(compute: Compute, direct: Endpoint, pooled: Endpoint) -> dict:
+    """The parent's commands, by name: each takes the message and returns a result or None."""
+    def chosen(msg: dict) -> list[Endpoint]:
+        return {"direct": [direct], "pooled": [pooled], "both": [direct, pooled]}[msg["endpoint"]]
+
+    def set_cut(msg: dict) -> None:
+        for endpoint in chosen(msg):
+            endpoint.faults.set_cut(msg["nbytes"])
+
+    def set_latency(msg: dict) -> None:
+        for endpoint in chosen(msg):
+            endpoint.faults.latency = float(msg["seconds"])
+
+    return {
+        "status": lambda _: None,
+        "suspend": lambda _: compute.suspend(),
+        "crash": lambda _: compute.crash(),
+        "wake": lambda _: _raise_if(compute.ensure_active()),
+        "fail_next_wakes": lambda msg: compute.fail_next_wakes(msg["n"]),
+        "cut_after": set_cut,
+        "latency": set_latency,
+    }
+
+
+def _serve_parent(out, compute: Compute, commands: dict) -> bool:
+    """Answer the parent's commands; True when it asked to close, False when it went away."""
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if msg["cmd"] == "close":
+            return True
+        try:
+            result = commands[msg["cmd"]](msg)
+            reply = {"ok": True, "result": result, **compute.status()}
+        except Exception as exc:  # reported to the caller, never fatal to the proxy
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", **compute.status()}
+        if not _send(out, reply):
+            return False
+    return False  # stdin closed without a "close": the parent died
+
+
 def main(argv: list[str]) -> None:
     cfg = json.loads(argv[0])
     logging.basicConfig(filename=str(Path(cfg["run_dir"]) / "compute.log"), level=logging.INFO,
@@ -324,18 +394,11 @@ def main(argv: list[str]) -> None:
     out = sys.stdout
     try:
         compute = Compute(cfg)
-        run_dir = Path(cfg["run_dir"])
-        direct = Endpoint(compute, "direct", run_dir / f".s.PGSQL.{compute.postgres.port}")
-        if compute.pgbouncer is not None:
-            pooled = Endpoint(compute, "pooled", compute.pgbouncer.socket_path)
-        else:
-            pooled = Endpoint(compute, "pooled", None, missing=(
-                "PgBouncer is not installed, so this local compute has no pooled endpoint: "
-                f"{PGBOUNCER_INSTALL_HINT}, or use the direct URL"))
+        direct, pooled = _endpoints(compute, Path(cfg["run_dir"]))
     except Exception as exc:
         log.exception("start-up failed")
-        out.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
-        out.flush()
+        if not _send(out, {"error": f"{type(exc).__name__}: {exc}"}):
+            _orphaned(cfg)
         return
 
     for target in (direct.serve, pooled.serve, compute.monitor):
@@ -350,46 +413,15 @@ def main(argv: list[str]) -> None:
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, shutdown)
-    out.write(json.dumps({"ready": True, "direct_port": direct.port, "pooled_port": pooled.port,
-                          "server_conninfo": compute.postgres.conninfo}) + "\n")
-    out.flush()
-
-    def chosen(msg: dict) -> list[Endpoint]:
-        return {"direct": [direct], "pooled": [pooled], "both": [direct, pooled]}[msg["endpoint"]]
-
-    def set_cut(msg: dict) -> None:
-        for endpoint in chosen(msg):
-            endpoint.faults.set_cut(msg["nbytes"])
-
-    def set_latency(msg: dict) -> None:
-        for endpoint in chosen(msg):
-            endpoint.faults.latency = float(msg["seconds"])
-
-    commands = {
-        "status": lambda _: None,
-        "suspend": lambda _: compute.suspend(),
-        "crash": lambda _: compute.crash(),
-        "wake": lambda _: _raise_if(compute.ensure_active()),
-        "fail_next_wakes": lambda msg: compute.fail_next_wakes(msg["n"]),
-        "cut_after": set_cut,
-        "latency": set_latency,
-    }
-    for line in sys.stdin:
-        msg = json.loads(line)
-        if msg["cmd"] == "close":
-            break
-        try:
-            result = commands[msg["cmd"]](msg)
-            reply = {"ok": True, "result": result, **compute.status()}
-        except Exception as exc:  # reported to the caller, never fatal to the proxy
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", **compute.status()}
-        out.write(json.dumps(reply) + "\n")
-        out.flush()
+    hello = {"ready": True, "direct_port": direct.port, "pooled_port": pooled.port,
+             "server_conninfo": compute.postgres.conninfo}
+    closed = _send(out, hello) and _serve_parent(out, compute, _commands(compute, direct, pooled))
     direct.close()
     pooled.close()
     compute.close()
-    out.write(json.dumps({"ok": True, "closed": True}) + "\n")
-    out.flush()
+    if not (closed and _send(out, {"ok": True, "closed": True})):
+        log.info("the owning process went away: stopped, removing %s", cfg.get("tmp_dir"))
+        _orphaned(cfg)
 
 
 if __name__ == "__main__":
