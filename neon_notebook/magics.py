@@ -22,7 +22,8 @@ result shows its columns and "0 rows".
 Errors from the server are shown as psql shows them (message, the cell's line
 with a caret under the position, DETAIL, HINT) instead of a traceback; the cell
 still fails, so "run all" stops there. Client-side errors (a closed session, a
-statement the readers refuse, a value that cannot be sent) are one plain line.
+statement the readers refuse, a value that cannot be sent) are one plain line,
+and this package's warnings (a column read as text...) are ``WARNING:`` lines.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ import binascii
 import contextlib
 import functools
 import re
-from collections.abc import Mapping
+import sys
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,8 +203,8 @@ def error_lines(exc: BaseException, cell: str, placeholders: list[Placeholder],
     severity = diag.severity or "ERROR"
     code = f" (SQLSTATE {diag.sqlstate})" if diag.sqlstate else ""
     lines = [f"{severity}:  {primary}{code}"]
-    if diag.statement_position:
-        offset = cell_offset(int(diag.statement_position), placeholders, params)
+    offset = cell_offset(int(diag.statement_position), placeholders, params) if diag.statement_position else -1
+    if 0 <= offset <= len(cell):  # a position past the cell is in a text the readers rewrote: no caret
         line_start = cell.rfind("\n", 0, offset) + 1
         line_end = cell.find("\n", offset)
         number = cell.count("\n", 0, offset) + 1
@@ -375,19 +378,48 @@ class NeonMagics(Magics):
         session = self.session(args.conn)
         text, params, placeholders = bind_parameters(cell, self.shell.user_ns)
         try:
-            if args.var is None:
-                return _preview(session, text, params, kind, args.preview, args.direct)
-            with progress_bar(label=args.var) as bar:
-                read = {"pandas": session.read_pandas, "polars": session.read_polars,
-                        "arrow": session.read_arrow}[kind]
-                result = read(text, params, direct=args.direct, progress=bar)
+            with _warnings_as_notices(session):
+                result = self._run(session, text, params, kind, args)
         except (NeonError, psycopg.Error, ValueError, TypeError) as exc:
             lines = error_lines(exc, cell, placeholders, params)
             raise CellError([mask(session, line) for line in lines]) from exc
+        if args.var is None:
+            return result  # the preview
         self.shell.user_ns[args.var] = result
         print(f"{args.var}: {result.shape[0]:,} rows × {result.shape[1]} columns" if kind != "arrow"
               else f"{args.var}: {result.num_rows:,} rows × {result.num_columns} columns")
         return None
+
+    def _run(self, session: Session, text: str, params: dict[str, Any] | None, kind: str, args: Any) -> Any:
+        """The preview (no VAR) or the whole result (VAR), as ``kind``."""
+        if args.var is None:
+            return _preview(session, text, params, kind, args.preview, args.direct)
+        with progress_bar(label=args.var) as bar:
+            read = {"pandas": session.read_pandas, "polars": session.read_polars,
+                    "arrow": session.read_arrow}[kind]
+            return read(text, params, direct=args.direct, progress=bar)
+
+
+@contextlib.contextmanager
+def _warnings_as_notices(session: Session) -> Iterator[None]:
+    """Show this package's warnings as psql shows notices (``WARNING:  ...``), not as file:line.
+
+    They are printed when the cell ends, before its error if it fails; other
+    warnings are shown as usual.
+    """
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+    finally:
+        notices = []
+        for w in caught:
+            if w.category.__module__.split(".")[0] == __package__:
+                notices.append(str(w.message))
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+        for message in dict.fromkeys(notices):
+            print(f"WARNING:  {mask(session, message)}", file=sys.stderr)
 
 
 def _summary_line(session: Session) -> str:

@@ -390,3 +390,24 @@ def test_client_errors_are_one_clear_message(shell, magics, compute, capsys):
         assert isinstance(result.error_in_exec, CellError), cell
         assert "UnicodeEncodeError" in out and "surrogates not allowed" in out
         assert "Traceback" not in out
+
+
+def test_the_readers_warnings_are_plain_notices(shell, magics, capsys):
+    shell.run_line_magic("neon", "connect")
+    for cell in ("%%sql\nselect 'NaN'::numeric as n", "%%sql into\nselect 'NaN'::numeric as n"):
+        result, out = run(shell, capsys, cell)
+        assert result.error_in_exec is None, cell
+        assert out.count("WARNING:  column 'n' (numeric) is returned as text") == 1, out
+        assert ".py:" not in out and "TypeFallbackWarning" not in out
+
+
+def test_a_position_past_the_cell_shows_no_caret(direct_url):
+    """A server position the cell cannot hold (the text sent was longer) gives no misleading LINE."""
+    from neon_notebook.magics import error_lines
+
+    with psycopg.connect(direct_url) as conn:
+        with pytest.raises(psycopg.errors.UndefinedColumn) as caught:
+            conn.execute("select 1 as padding_the_text_sent, nope")
+    lines = error_lines(caught.value, "select nope", [], None)
+    assert lines[0] == 'ERROR:  column "nope" does not exist (SQLSTATE 42703)'
+    assert not any(line.startswith("LINE") or line.strip() == "^" for line in lines)
