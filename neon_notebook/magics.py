@@ -203,7 +203,8 @@ def error_lines(exc: BaseException, cell: str, placeholders: list[Placeholder],
     severity = diag.severity or "ERROR"
     code = f" (SQLSTATE {diag.sqlstate})" if diag.sqlstate else ""
     lines = [f"{severity}:  {primary}{code}"]
-    offset = cell_offset(int(diag.statement_position), placeholders, params) if diag.statement_position else -1
+    position = int(diag.statement_position or 0)
+    offset = cell_offset(position, placeholders, params) if position else -1
     if 0 <= offset <= len(cell):  # a position past the cell is in a text the readers rewrote: no caret
         line_start = cell.rfind("\n", 0, offset) + 1
         line_end = cell.find("\n", offset)
