@@ -326,7 +326,7 @@ def test_password_files_are_private(compute):
     import stat
     from pathlib import Path
 
-    run_dir = Path(compute.server_conninfo.split("host=")[1].split()[0])
+    run_dir = Path(psycopg.conninfo.conninfo_to_dict(compute.server_conninfo)["host"])
     password = compute.direct_url.split(":")[2].split("@")[0]
     holding = [p for p in run_dir.iterdir() if p.is_file() and password in p.read_text(errors="ignore")]
     assert [p.name for p in holding] == ["userlist.txt"]  # PgBouncer's, and nothing else
@@ -351,7 +351,7 @@ def test_a_failed_wake_command_raises(make_compute):
     {"activation_delay": (1, 2, 3)}, {"activation_delay": "1"}, {"activation_delay": None},
     {"suspend_after": 0}, {"suspend_after": -5}, {"suspend_after": float("nan")},
     {"suspend_after": "300"}, {"monitor_interval": 0}, {"monitor_interval": -0.5},
-    {"monitor_interval": float("inf")},
+    {"monitor_interval": float("inf")}, {"password": "two\nlines"}, {"password": "nul\0"},
 ])
 def test_lifecycle_settings_are_checked_before_anything_starts(kwargs):
     """A negative or inverted delay used to leave the compute "starting" and its clients hanging."""
@@ -411,3 +411,46 @@ def test_a_killed_owner_leaves_no_files_and_no_traceback(data_dir):
     if data_dir:  # a data directory the user gave is theirs: kept
         assert (user_dir / "PG_VERSION").exists()
     shutil.rmtree(parent)
+
+
+# ASCII that URLs and conninfo strings must escape, then characters SASLprep maps:
+# a black-letter H (NFKC: "H"), a no-break space (a space), a soft hyphen (nothing).
+NORMALISED = "p@ss/w:?#&= 'q\"\\%ℌ\u00a0I\u00adX"
+REFUSED = "ℌ\u0007x"  # a control character: SASLprep refuses, the raw password is hashed
+
+
+@pytest.mark.parametrize("password", [NORMALISED, REFUSED], ids=["normalised", "refused"])
+def test_custom_passwords_work_as_postgresql_takes_them(make_compute, pgbouncer, password):
+    """The URLs percent-encode the password; the proxy's SCRAM applies SASLprep as libpq does."""
+    from urllib.parse import unquote, urlsplit
+
+    c = make_compute(suspend_after=None, password=password)
+    for url in (c.direct_url, c.pooled_url):
+        parts = urlsplit(url)
+        assert (unquote(parts.password), parts.hostname, parts.path) == (password, "127.0.0.1", "/postgres")
+        assert psycopg.conninfo.conninfo_to_dict(url)["password"] == password
+        with psycopg.connect(url, connect_timeout=10, prepare_threshold=None) as conn:
+            assert conn.execute("select current_user").fetchone() == ("postgres",)
+        with psycopg.connect(host="127.0.0.1", port=parts.port, user="postgres", dbname="postgres",
+                             password=password, connect_timeout=10, prepare_threshold=None) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(url.replace("postgres:", "postgres:x", 1), connect_timeout=10)
+    with psycopg.connect(c.server_conninfo, connect_timeout=10) as conn:  # PostgreSQL's own socket
+        assert conn.execute("select 1").fetchone() == (1,)
+    for url in c.env().values():
+        assert unquote(urlsplit(url).password) == password
+
+
+@pytest.mark.parametrize("given, prepared", [
+    ("I\u00adX", "IX"), ("user", "user"), ("USER", "USER"), ("\u00aa", "a"), ("\u2168", "IX"),
+    ("ℌ\u00a0x", "H x"), ("\u200bab", " ab"),  # U+200B: a space first, as PostgreSQL maps it
+    ("\u0007", "\u0007"), ("a\u0007é", "a\u0007é"),  # prohibited: unchanged
+    ("\u0627\u0031", "\u0627\u0031"), ("\u0627x\u0628", "\u0627x\u0628"),  # bidi rules broken
+    ("\u0627\u0031\u0628", "\u0627\u0031\u0628"), ("\u00ad", "\u00ad"),  # empty once mapped
+    ("x\u0221", "x\u0221"),  # unassigned in Unicode 3.2
+])
+def test_saslprep_as_postgresql(given, prepared):
+    from neon_notebook.local.scram import saslprep
+
+    assert saslprep(given) == prepared

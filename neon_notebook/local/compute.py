@@ -18,6 +18,7 @@ import threading
 import weakref
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .binaries import find_pgbouncer, postgres_bin_dir, server_dirs
 
@@ -64,6 +65,8 @@ class LocalCompute:
     ) -> None:
         self._direct_port = self._pooled_port = 0
         _check_lifecycle(suspend_after, activation_delay, monitor_interval)
+        if password is not None and any(c in password for c in "\0\r\n"):
+            raise ValueError("password must be one line without NUL characters")  # as initdb reads it
         bin_dir = postgres_bin_dir(pg_bin, postgres_version)
         self._password = password or secrets.token_urlsafe(18)
         self._tmp, data, run_dir, user = server_dirs(bin_dir, "neon-local-", data_dir)
@@ -99,7 +102,7 @@ class LocalCompute:
 
     # -- endpoints ---------------------------------------------------------
     def _url(self, port: int) -> str:
-        return f"postgresql://postgres:{self._password}@127.0.0.1:{port}/postgres"
+        return f"postgresql://postgres:{quote(self._password, safe='')}@127.0.0.1:{port}/postgres"
 
     @property
     def direct_url(self) -> str:

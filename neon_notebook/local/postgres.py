@@ -27,6 +27,11 @@ logging_collector = off
 """
 
 
+def _quoted(value: str) -> str:
+    """A conninfo value in single quotes, so spaces, quotes and backslashes survive."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 class Postgres:
     """A PostgreSQL server process owned by the local compute."""
 
@@ -40,8 +45,8 @@ class Postgres:
     @property
     def conninfo(self) -> str:
         """libpq conninfo for the server's own socket (bypassing the proxy)."""
-        return (f"host={self.run_dir} port={self.port} dbname=postgres user=postgres "
-                f"password={self.password}")
+        return (f"host={_quoted(str(self.run_dir))} port={self.port} dbname=postgres user=postgres "
+                f"password={_quoted(self.password)}")
 
     def init(self) -> None:
         """Create the cluster with SCRAM authentication, unless it exists."""

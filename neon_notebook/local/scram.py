@@ -4,7 +4,8 @@ Neon's proxy authenticates the client itself before it wakes the compute, so a
 wrong password fails fast and wakes nothing; then it logs in to the compute on
 the client's behalf. The local proxy does the same: ``verify_client`` plays the
 server to the client, ``login`` plays the client to PostgreSQL or PgBouncer.
-Without TLS there is no channel binding (gs2 header ``n,,`` or ``y,,``).
+Without TLS there is no channel binding (gs2 header ``n,,`` or ``y,,``). Both
+ways hash the password after SASLprep, as PostgreSQL and libpq do.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import hashlib
 import hmac
 import os
 import socket
+import stringprep
 import struct
+import unicodedata
 from functools import lru_cache
 
 from . import wire
@@ -32,9 +35,36 @@ def _hmac(key: bytes, msg: bytes) -> bytes:
     return hmac.new(key, msg, hashlib.sha256).digest()
 
 
+def _prohibited(c: str) -> bool:
+    """SASLprep's prohibited output (RFC 4013 section 2.3) and unassigned code points (A.1)."""
+    return (stringprep.in_table_c12(c) or stringprep.in_table_c21_c22(c) or stringprep.in_table_c3(c)
+            or stringprep.in_table_c4(c) or stringprep.in_table_c5(c) or stringprep.in_table_c6(c)
+            or stringprep.in_table_c7(c) or stringprep.in_table_c8(c) or stringprep.in_table_c9(c)
+            or stringprep.in_table_a1(c))
+
+
+def saslprep(password: str) -> str:
+    """The password SCRAM hashes: SASLprep (RFC 4013) as PostgreSQL and libpq apply it.
+
+    As they do, a pure-ASCII password is taken as it is, the checks look at the
+    mapped password before NFKC, and a password SASLprep refuses is used raw.
+    """
+    if password.isascii():
+        return password
+    mapped = "".join(" " if stringprep.in_table_c12(c) else c  # non-ASCII spaces first, as PostgreSQL
+                     for c in password if stringprep.in_table_c12(c) or not stringprep.in_table_b1(c))
+    if not mapped or any(map(_prohibited, mapped)):
+        return password
+    if any(map(stringprep.in_table_d1, mapped)) and (
+            any(map(stringprep.in_table_d2, mapped))
+            or not (stringprep.in_table_d1(mapped[0]) and stringprep.in_table_d1(mapped[-1]))):
+        return password  # mixed or badly bracketed right-to-left text
+    return unicodedata.normalize("NFKC", mapped)
+
+
 @lru_cache(maxsize=32)
 def _salted(password: str, salt: bytes, iterations: int) -> bytes:
-    return hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    return hashlib.pbkdf2_hmac("sha256", saslprep(password).encode(), salt, iterations)
 
 
 def _attrs(message: bytes) -> dict[str, str]:
