@@ -5,20 +5,37 @@ survive a transaction and startup ``options`` are refused, so the schema and the
 statement timeout are set with ``SET LOCAL`` at the start of every transaction,
 sent with the ``BEGIN`` in the same round trip; prepared statements are off. On
 the direct endpoint they are ordinary session settings, set once per connection.
+An endpoint not known to be direct is treated as pooled (``conn.pooled``).
+
+A refused connection is retried only briefly on hosts other than Neon's: Neon's
+proxy always listens, but a refused local port means a typo or a server that is
+not running, which waiting will not fix.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import itertools
+import re
 import socket
+import time
 from typing import Any, Callable
 
 import psycopg
 from psycopg import generators, pq, sql
 
+from .errors import ConfigurationError, PermanentConnectError
 from .retry import Attempts, Deadline, Verdict, retry_call
 from .settings import Endpoint, Settings
+
+#: Seconds of "connection refused" in a row after which a non-Neon host is given
+#: up on: long enough for a server restarting on the spot (pg_ctl restart, a
+#: PgBouncer reload), short enough that a typo in the port is reported at once.
+REFUSED_WINDOW = 3.0
+#: The same for Neon hosts, whose proxy never refuses: a refusal there is a
+#: firewall or a wrong port, but a network blip deserves a little more patience.
+NEON_REFUSED_WINDOW = 15.0
+_REFUSED = re.compile(r"connection refused", re.IGNORECASE)
 
 
 class NeonConnection(psycopg.Connection):
@@ -30,6 +47,17 @@ class NeonConnection(psycopg.Connection):
     """
 
     _tx_statements: tuple[bytes, ...] = ()
+    #: False only when the endpoint is known to be direct; readers consult it.
+    pooled: bool = False
+
+    def _set_autocommit_gen(self, value: bool) -> Any:
+        if value and self._tx_statements:
+            raise ConfigurationError(
+                "autocommit=True is refused on this pooled connection: through PgBouncer, schema= and "
+                "statement_timeout= are set per transaction (SET LOCAL), so in autocommit they would "
+                "silently not apply. Use session.direct() for autocommit work such as VACUUM or "
+                "CREATE INDEX CONCURRENTLY, or keep transactions here.")
+        return (yield from super()._set_autocommit_gen(value))
 
     def _get_tx_start_command(self) -> bytes:
         begin = super()._get_tx_start_command()
@@ -57,7 +85,8 @@ def _session_settings(settings: Settings) -> list[tuple[str, str]]:
     if settings.schema:
         found.append(("search_path", sql.Identifier(settings.schema).as_string(None)))
     if settings.statement_timeout:
-        found.append(("statement_timeout", str(round(settings.statement_timeout * 1000))))
+        # Whole milliseconds, never 0 (which would mean no limit at all).
+        found.append(("statement_timeout", str(max(1, round(settings.statement_timeout * 1000)))))
     return found
 
 
@@ -93,6 +122,7 @@ def open_connection(
     kwargs: dict[str, Any] = {"autocommit": False}
     if endpoint.pooled:
         kwargs["prepare_threshold"] = None
+    refused = _RefusedWindow(endpoint)
 
     def attempt(timeout: float) -> NeonConnection:
         nonlocal addresses
@@ -104,10 +134,17 @@ def open_connection(
         overrides: dict[str, Any] = {"connect_timeout": timeout}
         if hostaddr is not None:
             overrides["hostaddr"] = hostaddr
-        return NeonConnection.connect(endpoint.conninfo(**overrides), **kwargs)
+        try:
+            conn = NeonConnection.connect(endpoint.conninfo(**overrides), **kwargs)
+        except psycopg.OperationalError as exc:
+            refused.check(exc)
+            raise
+        refused.reset()
+        return conn
 
     conn = retry_call(attempt, deadline=deadline, attempt_timeout=settings.connect_timeout,
                       on_retry=on_retry, attempts=attempts, secrets=endpoint.secrets)
+    conn.pooled = endpoint.pooled
     pairs = _session_settings(settings)
     if pairs and endpoint.pooled:
         conn._tx_statements = tuple(f"SET LOCAL {name} TO {value}".encode() for name, value in pairs)
@@ -121,3 +158,38 @@ def open_connection(
             conn.close()
             raise
     return conn
+
+
+class _RefusedWindow:
+    """Gives up on an endpoint that kept refusing connections for a few seconds in a row."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.window = NEON_REFUSED_WINDOW if endpoint.is_neon else REFUSED_WINDOW
+        self.since: float | None = None
+
+    def reset(self) -> None:
+        self.since = None
+
+    def check(self, exc: BaseException) -> None:
+        """Raise ``PermanentConnectError`` when ``exc`` is a refusal ending the window."""
+        if not _REFUSED.search(str(exc)):
+            self.since = None
+            return
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        if now - self.since < self.window:
+            return
+        where = f"{self.endpoint.host}:{self.endpoint.port}"
+        if self.endpoint.is_neon:
+            likely = ("Neon's proxy never refuses connections, so something between here and Neon does: "
+                      "check the port in the URL (Neon listens on 5432) and whether a firewall or VPN "
+                      "blocks outgoing connections to port 5432.")
+        else:
+            likely = ("Check the port in the URL for a typo and that the server is running; for a local "
+                      "compute, keep `python -m neon_notebook local` (or the LocalCompute) running and "
+                      "use the URLs it prints.")
+        raise PermanentConnectError(
+            f"Nothing listens at {where}: the connection was refused for {self.window:g} s. {likely}"
+        ) from exc

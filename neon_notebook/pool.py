@@ -12,6 +12,9 @@ Checkout is careful instead of chatty: a connection idle past ``max_idle`` (set
 below the compute's suspend window) is retired unseen; one whose socket has
 something to read while idle (a 57P01 or an EOF from a suspension), or that
 idled longer than ``ping_after``, is pinged first and dropped if dead.
+
+A thread that already holds every connection of a full pool (a read inside a
+``with session.connection()`` block) would wait for itself: it is told so at once.
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import logging
 import select
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from .errors import PoolExhausted
+from .errors import ConnectError, PoolExhausted
 
 log = logging.getLogger("neon_notebook")
 
@@ -53,7 +56,10 @@ def ping(conn: psycopg.Connection) -> None:
 
 
 class Pool:
-    """At most ``max_size`` connections from ``connect``, reused newest first."""
+    """At most ``max_size`` connections from ``connect``, reused newest first.
+
+    ``timeout``: seconds to wait for a free connection; None waits for ever.
+    """
 
     def __init__(self, name: str, connect: Callable[[], psycopg.Connection], *, max_size: int,
                  timeout: float | None, max_idle: float | None, ping_after: float = 60.0,
@@ -66,6 +72,8 @@ class Pool:
         self._slots = threading.BoundedSemaphore(max_size)
         self._lock = threading.Lock()
         self._in_use = 0
+        self._holders: Counter[int] = Counter()  # thread id -> slots it holds
+        self._owner: dict[int, int] = {}  # id(connection) -> the thread id that borrowed it
         self._closed = False
 
     @property
@@ -92,17 +100,41 @@ class Pool:
 
     def getconn(self) -> psycopg.Connection:
         if self._closed:
-            raise psycopg.OperationalError(f"the {self.name} pool is closed")
-        if not self._slots.acquire(timeout=self.timeout if self.timeout is not None else -1):
+            raise ConnectError(f"the {self.name} pool is closed")
+        me = threading.get_ident()
+        with self._lock:
+            if self._holders[me] >= self.max_size:
+                raise PoolExhausted(self._self_held_message(), pool_size=self.max_size, timeout=self.timeout)
+        if not self._slots.acquire(timeout=self.timeout):
             raise PoolExhausted(pool_size=self.max_size, timeout=self.timeout)
+        with self._lock:
+            self._holders[me] += 1
         try:
             conn = self._reuse() or self._connect()
         except BaseException:
-            self._slots.release()
+            self._release(me)
             raise
         with self._lock:
             self._in_use += 1
+            self._owner[id(conn)] = me
         return conn
+
+    def _self_held_message(self) -> str:
+        plural = "s" if self.max_size != 1 else ""
+        return (f"All {self.max_size} {self.name} connection{plural} of this session are held by this "
+                "thread itself (an open `with session.connection()` or `session.direct()` block, or an "
+                "unfinished iter_batches), so waiting for one would wait for ever. Use the connection "
+                "you hold, or leave the `with` block first; or raise the pool size "
+                "(connection_limit in the URL, pool_size=...).")
+
+    def _release(self, holder: int | None) -> None:
+        """Give back a slot taken by thread ``holder``."""
+        with self._lock:
+            if holder is not None:
+                self._holders[holder] -= 1
+                if self._holders[holder] <= 0:
+                    del self._holders[holder]
+        self._slots.release()
 
     def _reuse(self) -> psycopg.Connection | None:
         while True:
@@ -128,6 +160,7 @@ class Pool:
         """Return a connection, rolling back what is open; kept only if clean."""
         with self._lock:
             self._in_use -= 1
+            holder = self._owner.pop(id(conn), None)
         try:
             if self._closed or not self._reset(conn):
                 conn.close()
@@ -135,7 +168,7 @@ class Pool:
                 with self._lock:
                     self._idle.append((conn, time.monotonic()))
         finally:
-            self._slots.release()
+            self._release(holder)
 
     @staticmethod
     def _reset(conn: psycopg.Connection) -> bool:

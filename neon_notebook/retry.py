@@ -205,7 +205,11 @@ def retry_call(
     """Call ``fn(timeout)`` until it succeeds, retrying transient connection errors.
 
     Raises ``PermanentConnectError`` at the first permanent error and
-    ``WakeTimeout`` when the next wait would reach the deadline; both come
+    ``WakeTimeout`` when an attempt fails after the deadline. Attempts go on to
+    the deadline: a wait that would pass it is shortened so that the last attempt
+    starts with ``Deadline.min_attempt_timeout`` (2 s, libpq's shortest connect
+    timeout) left, so it ends by the deadline; only an attempt started with less
+    than that left (the previous one ran long) may end up to 2 s after it. Both come
     ``from`` the driver error, with ``secrets`` scrubbed from their text.
     Exceptions that are not psycopg or OS errors pass through untouched.
     Delays space the starts of attempts, so an attempt that timed out after
@@ -215,6 +219,7 @@ def retry_call(
     """
     backoff = backoff or Backoff()
     attempts = attempts if attempts is not None else Attempts()
+    at_deadline = False
     while True:
         attempts.count += 1
         started = deadline.elapsed
@@ -231,8 +236,18 @@ def retry_call(
             # Backoff spaces attempt *starts*: an attempt that already waited (a
             # connect timeout while the compute wakes) has served its delay.
             delay = max(0.0, backoff.next_delay(verdict.slow) - (deadline.elapsed - started))
-            if delay >= deadline.remaining():
+            left = deadline.remaining()
+            if left <= 0.0 or at_deadline:
                 raise WakeTimeout(attempts=attempts.count, waited=deadline.elapsed, last_reason=reason) from exc
+            shortest = deadline.min_attempt_timeout
+            if delay > left - shortest:
+                # Use the time to the end: cut the wait so that a last attempt still
+                # has libpq's shortest timeout left; with less left, the attempt made
+                # at the deadline is the last.
+                if left > shortest:
+                    delay = left - shortest
+                elif delay >= left:
+                    delay, at_deadline = left, True
             if on_retry is not None:
                 on_retry(attempts.count, exc, verdict, delay)
             sleep(delay)

@@ -12,6 +12,7 @@ user asks for and which ends by itself.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import weakref
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, TypeVar, U
 import psycopg
 
 from .connection import open_connection
-from .errors import ConnectError, NeonError, ResultInterrupted
+from .errors import ConfigurationError, ConnectError, NeonError, ResultInterrupted
 from .pool import Pool
 from .retry import Attempts, Verdict, classify
 from .settings import Endpoint, Settings, redact, resolve, summary
@@ -83,18 +84,22 @@ class Session:
     """Pooled and direct connections to one database, with cold-start handling."""
 
     def __init__(self, settings: Settings, *, suspend_after: float | None = NEON_SUSPEND_AFTER) -> None:
+        _check_suspend_after(suspend_after)
         self.settings = settings
         self.suspend_after = suspend_after
         self._tracker = StateTracker(suspend_after)
         # Retire idle connections before the compute's suspend window ends,
         # so a connection killed by a suspension is never handed out.
         max_idle = None if suspend_after is None else max(1.0, suspend_after * 0.8)
+        # The pools and the finalizer hold the session only weakly, so that an
+        # unreferenced session is collected and its connections closed.
+        ref = weakref.ref(self)
         self._pools: dict[str, Pool] = {}
         for role in ("pooled", "direct"):
             endpoint = self._endpoint(role)
-            self._pools[role] = Pool(role, self._connector(endpoint), max_size=settings.pool_size,
+            self._pools[role] = Pool(role, _connector(ref, endpoint), max_size=settings.pool_size,
                                      timeout=settings.pool_timeout, max_idle=max_idle,
-                                     on_dead=self._connection_lost)
+                                     on_dead=lambda exc: _call_alive(ref, Session._connection_lost, exc))
         self.last_ping: float | None = None
         self.last_query: QueryStats | None = None
         self.last_error: str | None = None
@@ -122,36 +127,44 @@ class Session:
         return self._tracker.observe(observer)
 
     def _set_state(self, state: ComputeState, detail: str | None = None) -> None:
+        """Record what was seen; a success clears ``last_error``; a closed session stays closed."""
+        if self._closed:
+            return
         if state is ComputeState.ERROR:
             self.last_error = detail
+        elif state is ComputeState.ACTIVE:
+            self.last_error = None
         self._tracker.set(state, detail)
 
-    def _connector(self, endpoint: Endpoint) -> Callable[[], psycopg.Connection]:
-        def connect() -> psycopg.Connection:
-            attempts = Attempts()
-            was = self.state
+    def _open(self, endpoint: Endpoint) -> psycopg.Connection:
+        """A new connection to ``endpoint``, the state following the attempts."""
+        attempts = Attempts()
+        was = self.state
 
-            def on_attempt(n: int) -> None:
-                if n == 1 and self.state is not ComputeState.ACTIVE:
-                    self._set_state(ComputeState.WAKING, f"connecting to {summary(endpoint)}")
+        def on_attempt(n: int) -> None:
+            if n == 1 and self.state is not ComputeState.ACTIVE:
+                self._set_state(ComputeState.WAKING, f"connecting to {summary(endpoint)}")
 
-            def on_retry(n: int, exc: BaseException, verdict: Verdict, delay: float) -> None:
-                log.info("attempt %d to %s failed (%s); retrying in %.2f s", n, summary(endpoint),
-                         verdict.reason, delay)
-                self._set_state(ComputeState.WAKING, verdict.reason)
+        def on_retry(n: int, exc: BaseException, verdict: Verdict, delay: float) -> None:
+            log.info("attempt %d to %s failed (%s); retrying in %.2f s", n, summary(endpoint),
+                     verdict.reason, delay)
+            self._set_state(ComputeState.WAKING, verdict.reason)
 
-            try:
-                conn = open_connection(endpoint, self.settings, on_attempt=on_attempt,
-                                       on_retry=on_retry, attempts=attempts)
-            except ConnectError as exc:
-                self._set_state(ComputeState.ERROR, str(exc))
-                raise
-            conn._nn_attempts = attempts  # read by warm_up
-            conn._nn_woke = was is not ComputeState.ACTIVE
-            self._set_state(ComputeState.ACTIVE)
-            return conn
-
-        return connect
+        try:
+            conn = open_connection(endpoint, self.settings, on_attempt=on_attempt,
+                                   on_retry=on_retry, attempts=attempts)
+        except ConnectError as exc:
+            self._set_state(ComputeState.ERROR, str(exc))
+            raise
+        except BaseException as exc:  # Ctrl-C, or a bug: we no longer know what the compute does
+            if self.state is ComputeState.WAKING:
+                why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {type(exc).__name__}"
+                self._set_state(ComputeState.UNKNOWN, f"the connection attempt was {why}")
+            raise
+        conn._nn_attempts = attempts  # read by warm_up
+        conn._nn_woke = was is not ComputeState.ACTIVE
+        self._set_state(ComputeState.ACTIVE)
+        return conn
 
     # -- connections ---------------------------------------------------------
     @contextmanager
@@ -181,6 +194,7 @@ class Session:
                 self._set_state(ComputeState.ACTIVE)
 
     def _connection_lost(self, exc: BaseException) -> None:
+        """A connection died under us: a transient cause means the compute suspended."""
         verdict = classify(exc)
         if verdict.transient:
             self._set_state(ComputeState.SUSPENDED, verdict.reason)
@@ -341,29 +355,43 @@ class Session:
                             elapsed, ping, version, woke)
 
     def keep_warm(self, minutes: float) -> None:
-        """Keep the compute awake for ``minutes`` (billed!), then let it suspend; 0 stops now."""
+        """Keep the compute awake for ``minutes`` (billed!), then let it suspend; 0 stops now.
+
+        It pings every third of ``suspend_after`` (at least every minute, at
+        most ten times a second); ``minutes`` must be a finite number >= 0.
+        """
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
+            raise TypeError(f"keep_warm(minutes) takes a number of minutes, got {minutes!r}.")
+        if not math.isfinite(minutes) or minutes < 0:
+            raise ConfigurationError(
+                f"keep_warm(minutes) needs a finite number of minutes >= 0 (0 stops), got {minutes!r}.")
         if self._keep_warm is not None:
             self._keep_warm.set()
             self._keep_warm = None
-        if minutes <= 0:
+        if minutes == 0:
             return
         stop = threading.Event()
         self._keep_warm = stop
         until = time.monotonic() + minutes * 60
         # Ping well inside the suspend window (a third of it, at most once a minute).
         interval = 60.0 if self.suspend_after is None else max(0.1, min(60.0, self.suspend_after / 3))
+        ref = weakref.ref(self)  # a forgotten session stops warming and can be collected
 
         def run() -> None:
             while not stop.wait(min(interval, max(0.0, until - time.monotonic()))):
-                if time.monotonic() >= until:
+                if time.monotonic() >= until or _call_alive(ref, Session._ping_for_keep_warm) is None:
                     return
-                try:
-                    with self._borrow("pooled") as conn:
-                        conn.execute("")
-                except Exception as exc:  # keep trying until the time is up
-                    log.warning("keep-warm ping failed: %s", redact(str(exc), *self._secrets()))
 
         threading.Thread(target=run, name="neon-keep-warm", daemon=True).start()
+
+    def _ping_for_keep_warm(self) -> bool:
+        """One keep-warm ping; a failure is logged, and the pinging goes on until the time is up."""
+        try:
+            with self._borrow("pooled") as conn:
+                conn.execute("")
+        except Exception as exc:
+            log.warning("keep-warm ping failed: %s", redact(str(exc), *self._secrets()))
+        return True
 
     # -- display -------------------------------------------------------------
     def widget(self) -> Any:
@@ -395,10 +423,11 @@ class Session:
         """Close both pools (borrowed connections close when returned); idempotent."""
         if self._closed:
             return
-        self._closed = True
         self.keep_warm(0)
+        self._closed = True
+        # Final: we no longer watch the compute, and a read still running cannot change it.
+        self._tracker.close(ComputeState.UNKNOWN, "session closed")
         self._finalizer()
-        self._set_state(ComputeState.UNKNOWN, "session closed")  # we no longer watch the compute
 
     def __enter__(self) -> Session:
         return self
@@ -424,9 +453,48 @@ class _Tracker:
             self.inner(rows, nbytes, estimate)
 
 
+def _check_progress(progress: object) -> None:
+    """Refuse a ``progress=`` that is not True, False, None, "auto" or a callable."""
+    if progress is None or isinstance(progress, bool) or progress == "auto" or callable(progress):
+        return
+    message = f'progress= takes True, False, None, "auto" or a callable(rows, bytes, estimate), got {progress!r}.'
+    raise ConfigurationError(message) if isinstance(progress, str) else TypeError(message)
+
+
+def _check_suspend_after(value: object) -> None:
+    """``suspend_after``: None (the compute never suspends) or a finite number of seconds > 0."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(
+            f"suspend_after must be the compute's suspend window in seconds (more than 0), or None "
+            f"if it never suspends; got {value!r}.")
+
+
+def _connector(ref: weakref.ReferenceType[Session], endpoint: Endpoint) -> Callable[[], psycopg.Connection]:
+    """The pool's ``connect``: opens through the session, which it holds only weakly."""
+    def connect() -> psycopg.Connection:
+        conn = _call_alive(ref, Session._open, endpoint)
+        if conn is None:
+            raise ConnectError("this session was garbage-collected; make a new one with neon_notebook.connect()")
+        return conn
+
+    return connect
+
+
+def _call_alive(ref: weakref.ReferenceType[Session], method: Callable[..., T], *args: Any) -> T | None:
+    """``method(session, *args)`` if the session still exists, else None (nothing is pinned meanwhile)."""
+    session = ref()
+    return None if session is None else method(session, *args)
+
+
 @contextmanager
 def _progress(progress: ProgressArg) -> Iterator[Progress | None]:
-    """The callback to hand the readers: the user's, or a progress bar closed with the read."""
+    """The callback to hand the readers: the user's, or a progress bar closed with the read.
+
+    A bad ``progress`` is refused here, before the read connects.
+    """
+    _check_progress(progress)
     if progress is None or progress is False or callable(progress):
         yield progress or None
         return

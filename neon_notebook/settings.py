@@ -6,6 +6,9 @@ those, or a URL passed in, into a ``Settings`` holding both endpoints:
 
 - the missing Neon endpoint is derived from the other one (the pooled host has
   ``-pooler`` right after the endpoint id);
+- an endpoint not known to be direct (a Neon host without ``-pooler``, a
+  ``direct_url``/``DIRECT_URL``, ``pgbouncer=false``) is treated as a pooler:
+  PgBouncer listens on any host and port, so guessing "direct" would break it;
 - Prisma-only URL parameters are mapped to settings and removed, so libpq never
   sees them;
 - TLS is required for every non-local host;
@@ -61,6 +64,9 @@ DEFAULT_POOL_TIMEOUT = 30.0
 
 DEFAULT_PORT = 5432
 MASK = "****"
+#: Longest timeout PostgreSQL accepts (statement_timeout is at most 2^31 - 1 ms);
+#: every timeout in seconds is held to it, so none fails only at the first read.
+MAX_SECONDS = 2147483.647
 
 _SCHEMES = ("postgresql://", "postgres://")
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -260,8 +266,8 @@ def resolve(
             "(Neon's pooled connection string) and optionally DIRECT_URL (the direct one) in the "
             "environment or in a .env file in the working directory, ./prisma or the project root."
         )
-    first = _parse_url(*primary) if primary else None
-    second = _parse_url(*secondary) if secondary else None
+    first = _parse_url(*primary, known_direct=False) if primary else None
+    second = _parse_url(*secondary, known_direct=True) if secondary else None
     pooled, direct = _assign_roles(first[0] if first else None, second[0] if second else None)
     given = {
         "schema": schema,
@@ -302,8 +308,13 @@ def _neon_host(host: str, *, pooled: bool) -> str:
     return f"{label}{_POOLER_SUFFIX if pooled else ''}{dot}{rest}"
 
 
-def _parse_url(url: str, source: str) -> tuple[Endpoint, dict[str, object]]:
-    """An Endpoint and the settings the URL's Prisma parameters ask for."""
+def _parse_url(url: str, source: str, *, known_direct: bool) -> tuple[Endpoint, dict[str, object]]:
+    """An Endpoint and the settings the URL's Prisma parameters ask for.
+
+    ``known_direct``: the URL was given as the direct one. Otherwise an endpoint
+    is pooled unless it says it is not: a Neon host without ``-pooler``, or
+    ``pgbouncer=false``.
+    """
     text = url.strip()
     shown = _redact_raw(text)
 
@@ -340,6 +351,9 @@ def _parse_url(url: str, source: str) -> tuple[Endpoint, dict[str, object]]:
         parts = conninfo_to_dict("postgresql://" + base + ("?" + "&".join(kept) if kept else ""))
     except psycopg.ProgrammingError as exc:
         raise fail(_explain_libpq(str(exc), raw_password)) from None
+    except UnicodeDecodeError:
+        raise fail("a %-escape does not decode to UTF-8 text (such as %ff); percent-encode the "
+                   "UTF-8 bytes of each character ('é' is %C3%A9).") from None
 
     host = parts.pop("host", "")
     port = parts.pop("port", str(DEFAULT_PORT))
@@ -351,14 +365,17 @@ def _parse_url(url: str, source: str) -> tuple[Endpoint, dict[str, object]]:
         raise fail("the port is not a number between 1 and 65535.")
     user, password, database = parts.pop("user", None), parts.pop("password", None), parts.pop("dbname", None)
     _apply_sslmode(parts, host, fail)
-    pooled = _flag("pgbouncer", prisma.pop("pgbouncer", "false"), fail)
+    said = _flag("pgbouncer", prisma.pop("pgbouncer"), fail) if "pgbouncer" in prisma else None
+    if said is None:
+        pooler_host = host.split(".", 1)[0].lower().endswith(_POOLER_SUFFIX)
+        said = pooler_host or not (known_direct or _is_neon(host))
     endpoint = Endpoint(
         host=host,
         port=int(port),
         database=database,
         user=user,
         password=password,
-        pooled=pooled or host.split(".", 1)[0].lower().endswith(_POOLER_SUFFIX),
+        pooled=said,
         params=parts,
     )
     return endpoint, _prisma_settings(prisma, fail)
@@ -428,11 +445,14 @@ def _flag(name: str, raw: str, fail: _Fail) -> bool:
 
 
 def _check_seconds(name: str, value: object, *, allow_none: bool) -> None:
+    """Refuse what is not a finite number of seconds from 0 to MAX_SECONDS (bools, nan, inf...)."""
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or math.isnan(value):
-        limit = " or None for no limit" if allow_none else ""
-        raise ConfigurationError(f"{name} must be a number of seconds{limit}, got {value!r}.")
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or not 0 <= value <= MAX_SECONDS):
+        limit = " (0 or None for no limit)" if allow_none else ""
+        raise ConfigurationError(
+            f"{name} must be a number of seconds from 0 to {MAX_SECONDS:g}{limit}, got {value!r}.")
 
 
 def _is_neon(host: str) -> bool:
@@ -456,15 +476,40 @@ def _redact_raw(text: str) -> str:
     has several; password parameters and a non-numeric "port" (``user:secret``
     without a host) are masked too.
     """
-    text = re.sub(r"((?:^|[?&\s])(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)", rf"\1{MASK}", text)
     scheme, sep, rest = text.partition("://")
     if not sep:
-        return text
+        return _redact_key_value(text)
+    text = re.sub(r"((?:^|[?&])(?:ssl)?password=)[^&]*", rf"\1{MASK}", text)
+    scheme, sep, rest = text.partition("://")
     if "@" in rest:
         credentials, _, after = rest.rpartition("@")
         user, colon, _ = credentials.partition(":")
         return f"{scheme}://{user}{colon and ':' + MASK}@{after}"
     return f"{scheme}://" + re.sub(r"^([^/?:]*):(?!\d*(?:[/?]|$))[^/?]*", rf"\1:{MASK}", rest)
+
+
+# A password value: quoted (to the closing quote, or the end if there is none), or
+# unquoted up to the next "key=" (an unescaped space there is more likely a typo
+# inside the password than the end of it).
+_KV_SECRET = re.compile(
+    r"((?:^|\s)(?:ssl)?password\s*=\s*)"
+    r"('(?:[^'\\]|\\.)*(?:'|$)|(?:\\.|[^\s\\]|\s+(?!\s|\w+\s*=))*\\?)")
+
+
+def _redact_key_value(text: str) -> str:
+    """Text that is no URL (a libpq key=value string, or a URL without its scheme), secrets masked.
+
+    A password value is quoted with ``'`` (``\\'`` inside) or runs to the next
+    ``key=``, escaped spaces (``\\ ``) included. A ``user:secret@`` part is
+    masked as in a URL.
+    """
+    text = _KV_SECRET.sub(rf"\1{MASK}", text)
+    if "@" in text:
+        credentials, _, after = text.rpartition("@")
+        head, colon, _ = credentials.partition(":")
+        if colon:
+            return f"{head}:{MASK}@{after}"
+    return text
 
 
 def _from_environment(

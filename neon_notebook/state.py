@@ -85,8 +85,14 @@ class StateTracker:
         return unobserve
 
     def set(self, state: ComputeState, detail: str | None = None) -> None:
-        """Move to ``state``; observers hear of it when state or detail changed."""
+        """Move to ``state``; observers hear of it when state or detail changed. Ignored once closed."""
+        self._change(state, detail)
+
+    def _change(self, state: ComputeState, detail: str | None, *, final: bool = False) -> None:
         with self._lock:
+            if self._closed:
+                return
+            self._closed = final
             previous = self._state
             if state is ComputeState.ACTIVE:
                 self._arm_idle_timer()
@@ -123,7 +129,10 @@ class StateTracker:
             elif self._state is ComputeState.ACTIVE:
                 self.set(ComputeState.SUSPENDED, "idle longer than the suspend window")
 
-    def close(self) -> None:
+    def close(self, state: ComputeState | None = None, detail: str | None = None) -> None:
+        """Stop watching: move to ``state`` (if given) for good, and stop the idle timer."""
+        if state is not None:
+            self._change(state, detail, final=True)
         with self._lock:
             self._closed = True
             if self._timer is not None:

@@ -224,7 +224,7 @@ def test_deadline_raises_wake_timeout_without_sleeping_past_it():
     with pytest.raises(WakeTimeout) as info:
         retry_call(connect, deadline=Deadline(10, clock=clock), sleep=sleep, backoff=Backoff(random.Random(3)))
     error = info.value
-    assert all(end < 10 for end in ends_of_sleeps)
+    assert all(end <= 10 for end in ends_of_sleeps)
     assert error.attempts == len(calls) >= 3
     assert error.waited == pytest.approx(clock.now) and error.waited <= 11
     assert "compute" in error.last_reason and f"{error.attempts} attempts" in str(error)
@@ -261,3 +261,31 @@ def test_an_attempt_that_already_waited_is_retried_without_more_delay():
                       sleep=clock.sleep) == "connected"
     assert clock.sleeps[0] == 0.0  # after the 5 s timeout
     assert clock.sleeps[1] >= Backoff.initial_delay  # after the instant refusal
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_attempts_go_on_to_the_deadline(seed):
+    """#9.26c: no giving up seconds early; the last attempt ends at most 2 s after the deadline."""
+    clock = FakeClock()
+
+    def fails_at_once(timeout: float) -> None:
+        raise op("Couldn't connect to compute node")
+
+    with pytest.raises(WakeTimeout) as info:
+        retry_call(fails_at_once, deadline=Deadline(10, clock=clock), sleep=clock.sleep,
+                   backoff=Backoff(random.Random(seed)))
+    assert info.value.waited == pytest.approx(10)  # the last attempt was made at the deadline
+
+    clock = FakeClock()
+    starts = []
+
+    def times_out(timeout: float) -> None:
+        starts.append(clock.now)
+        clock.now += timeout
+        raise op("timeout expired")
+
+    with pytest.raises(WakeTimeout) as info:
+        retry_call(times_out, deadline=Deadline(10, clock=clock), attempt_timeout=3, sleep=clock.sleep,
+                   backoff=Backoff(random.Random(seed)))
+    assert 10 <= info.value.waited <= 10 + Deadline.min_attempt_timeout
+    assert starts[-1] >= 10 - Deadline.min_attempt_timeout - 1e-9

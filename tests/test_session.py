@@ -242,12 +242,25 @@ def test_suspension_is_reported_as_state(make_compute, session_for):
 
 def test_pool_exhaustion_names_size_and_timeout(compute, session_for):
     session = session_for(compute, pool_size=1, pool_timeout=0.5)
-    with session.direct():
+    held, release = threading.Event(), threading.Event()
+
+    def hold():  # another thread holds the only connection (this thread's own would fail at once)
+        with session.direct():
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    try:
         started = time.monotonic()
         with pytest.raises(nn.PoolExhausted) as err:
             with session.direct():
                 pass
         assert 0.4 <= time.monotonic() - started < 2
+    finally:
+        release.set()
+        holder.join()
     assert "1" in str(err.value) and "0.5" in str(err.value)
     assert isinstance(err.value, psycopg.OperationalError)
     with session.direct() as conn:  # released: usable again

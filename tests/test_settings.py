@@ -76,7 +76,8 @@ def test_direct_url_alone_from_environment_derives_pooled():
     [
         ("postgresql://u:pw@db.example.com:6432/app?pgbouncer=true", True),
         ("postgresql://u:pw@db-pooler.example.com/app", True),
-        ("postgresql://u:pw@db.example.com/app", False),
+        ("postgresql://u:pw@db.example.com/app", True),  # not known to be direct: pooler-safe
+        ("postgresql://u:pw@db.example.com/app?pgbouncer=false", False),
     ],
 )
 def test_non_neon_url_serves_both_roles(url, pooled):
