@@ -192,3 +192,17 @@ def test_the_endpoint_must_be_named(compute):
         compute.cut_after(10, endpoint="pooler")
     with pytest.raises(ValueError, match="endpoint must be one of"):
         compute.latency(0.1, endpoint="")
+
+
+def test_times_limits_the_cuts_so_a_retry_can_succeed(faulty, pgbouncer):
+    faulty.cut_after(2000, endpoint="both", times=1)
+    cuts = faulty.cuts
+    for endpoint in ENDPOINTS:  # each endpoint cuts once, then lets connections through
+        with pytest.raises(psycopg.OperationalError):
+            with connect(faulty, endpoint) as conn:
+                copy_out(conn)
+        with connect(faulty, endpoint) as conn:
+            assert copy_out(conn) == EXPECTED
+    assert faulty.cuts == cuts + 2
+    with pytest.raises(ValueError, match="times must be a number of cuts >= 1 or None"):
+        faulty.cut_after(10, times=0)

@@ -177,17 +177,20 @@ class LocalCompute:
         """Answer the next ``n`` wake attempts with ``Couldn't connect to compute node``."""
         self._call("fail_next_wakes", n=n)
 
-    def cut_after(self, nbytes: int | None, *, endpoint: str = "both") -> None:
+    def cut_after(self, nbytes: int | None, *, endpoint: str = "both", times: int | None = None) -> None:
         """Cut each new client connection once it has received ``nbytes`` bytes; ``None`` stops.
 
         Counts every byte the client receives on that connection from its first
         (the proxy's own start-up and SCRAM messages included); at the limit both
-        sockets are shut down and the client reads EOF. Each call disarms the
+        sockets are shut down and the client reads EOF. ``times=k`` makes k cuts
+        at most (per endpoint), so a retry can succeed. Each call disarms the
         connections accepted before it.
         """
-        if nbytes is not None and (isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0):
+        if nbytes is not None and not _count(nbytes, 0):
             raise ValueError(f"cut_after needs a byte count >= 0 or None, not {nbytes!r}")
-        self._call("cut_after", nbytes=nbytes, endpoint=_endpoint(endpoint))
+        if times is not None and not _count(times, 1):
+            raise ValueError(f"times must be a number of cuts >= 1 or None, not {times!r}")
+        self._call("cut_after", nbytes=nbytes, endpoint=_endpoint(endpoint), times=times)
 
     def latency(self, seconds: float, *, endpoint: str = "both") -> None:
         """Delay every chunk relayed, each direction, by ``seconds`` (``0`` stops).
@@ -223,6 +226,11 @@ class LocalCompute:
         alive = self._proc.poll() is None
         return (f"<LocalCompute direct=127.0.0.1:{self._direct_port} "
                 f"pooled=127.0.0.1:{self._pooled_port} {'running' if alive else 'closed'}>")
+
+
+def _count(value: object, low: int) -> bool:
+    """An int >= ``low`` (bools are not counts here)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def _seconds(value: object) -> bool:

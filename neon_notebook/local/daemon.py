@@ -197,27 +197,40 @@ def _open_fds() -> int | None:
 class Faults:
     """An endpoint's injected faults; a connection accepted with none set takes the splice path.
 
-    ``cut_after`` arms each connection accepted after it was set; setting it again
-    (``None`` included) disarms the connections accepted before. ``latency`` is
-    read for every chunk, so a change applies at once to the faulty connections.
+    ``cut_after`` arms each connection accepted after it was set, for ``times``
+    cuts in all (None: no end); setting it again (``None`` included) disarms the
+    connections accepted before. ``latency`` is read for every chunk, so a change
+    applies at once to the faulty connections.
     """
 
     def __init__(self) -> None:
         self.cut_after: int | None = None
         self.cut_epoch = 0
+        self.cuts_left: int | None = None
         self.latency = 0.0
+        self._lock = threading.Lock()
 
     @property
     def any(self) -> bool:
         return self.cut_after is not None or self.latency > 0
 
-    def set_cut(self, nbytes: int | None) -> None:
-        self.cut_after, self.cut_epoch = nbytes, self.cut_epoch + 1
+    def set_cut(self, nbytes: int | None, times: int | None = None) -> None:
+        with self._lock:
+            self.cut_after, self.cut_epoch, self.cuts_left = nbytes, self.cut_epoch + 1, times
+
+    def _take_cut(self, epoch: int) -> bool:
+        """Whether a connection armed in ``epoch`` is cut now; spends one of ``times``."""
+        with self._lock:
+            if epoch != self.cut_epoch or self.cuts_left == 0:
+                return False
+            if self.cuts_left is not None:
+                self.cuts_left -= 1
+            return True
 
     def tap(self, count) -> Tap:
         """A tap for a connection accepted now: armed until the next ``set_cut``."""
         epoch = self.cut_epoch
-        return Tap(self.cut_after, lambda: self.cut_epoch == epoch, count)
+        return Tap(self.cut_after, lambda: self._take_cut(epoch), count)
 
 
 class Endpoint:
@@ -354,7 +367,7 @@ def _commands(compute: Compute, direct: Endpoint, pooled: Endpoint) -> dict:
 
     def set_cut(msg: dict) -> None:
         for endpoint in chosen(msg):
-            endpoint.faults.set_cut(msg["nbytes"])
+            endpoint.faults.set_cut(msg["nbytes"], msg.get("times"))
 
     def set_latency(msg: dict) -> None:
         for endpoint in chosen(msg):

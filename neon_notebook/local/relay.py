@@ -140,14 +140,15 @@ class Cut(ConnectionResetError):
 class Tap:
     """What one client connection has received, and where it is cut.
 
-    ``limit`` is the byte count at which to cut (None: never); ``armed()`` says
-    whether the cut still applies (a later setting lifts it); ``count(kind, n)``
-    adds to the compute's counters (``tapped_bytes``, ``cuts``).
+    ``limit`` is the byte count at which to cut (None: never); ``take_cut()``,
+    asked when the limit is reached, says whether the cut still applies (a later
+    setting, or a spent ``times``, lifts it); ``count(kind, n)`` adds to the
+    compute's counters (``tapped_bytes``, ``cuts``).
     """
 
-    def __init__(self, limit: int | None, armed: Callable[[], bool],
+    def __init__(self, limit: int | None, take_cut: Callable[[], bool],
                  count: Callable[[str, int], None]) -> None:
-        self.limit, self.armed, self.count = limit, armed, count
+        self.limit, self.take_cut, self.count = limit, take_cut, count
         self.sent = 0
         self.server: socket.socket | None = None
         self.cut = False
@@ -159,10 +160,13 @@ class Tap:
             if self.cut:
                 raise Cut("cut by fault injection")
             view = memoryview(data).cast("B")
-            room = None if self.limit is None or not self.armed() else self.limit - self.sent
-            cut = room is not None and room <= len(view)
-            if cut:
-                view = view[:room]
+            cut = False
+            if self.limit is not None and self.limit - self.sent <= len(view):
+                cut = self.take_cut()
+                if cut:
+                    view = view[:self.limit - self.sent]
+                else:
+                    self.limit = None  # disarmed for good: a later setting, or the cuts were spent
             self.sent += len(view)
             self.count("tapped_bytes", len(view))  # before the client can see them
             socket.socket.sendall(sock, view)
