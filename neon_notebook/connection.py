@@ -56,7 +56,8 @@ class NeonConnection(psycopg.Connection):
                 "autocommit=True is refused on this pooled connection: through PgBouncer, schema= and "
                 "statement_timeout= are set per transaction (SET LOCAL), so in autocommit they would "
                 "silently not apply. Use session.direct() for autocommit work such as VACUUM or "
-                "CREATE INDEX CONCURRENTLY, or keep transactions here.")
+                "CREATE INDEX CONCURRENTLY (give the direct URL as direct_url= or DIRECT_URL if you passed "
+                "only one), or keep transactions here.")
         return (yield from super()._set_autocommit_gen(value))
 
     def _get_tx_start_command(self) -> bytes:

@@ -452,7 +452,8 @@ def _check_seconds(name: str, value: object, *, allow_none: bool) -> None:
             or not 0 <= value <= MAX_SECONDS):
         limit = " (0 or None for no limit)" if allow_none else ""
         raise ConfigurationError(
-            f"{name} must be a number of seconds from 0 to {MAX_SECONDS:g}{limit}, got {value!r}.")
+            f"{name} must be a number of seconds from 0 to {MAX_SECONDS} (PostgreSQL's longest "
+            f"timeout, 2^31-1 ms){limit}, got {value!r}.")
 
 
 def _is_neon(host: str) -> bool:

