@@ -9,7 +9,6 @@ import threading
 import time
 import uuid
 import weakref
-from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -19,10 +18,6 @@ from neon_notebook import ComputeState
 from neon_notebook.settings import resolve
 
 SECRET = "Sup3r-s3cret-pw"
-
-
-def password_of(compute) -> str:
-    return compute.direct_url.split(":")[2].split("@")[0]
 
 
 @pytest.fixture
