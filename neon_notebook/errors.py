@@ -12,7 +12,8 @@ still ``psycopg.OperationalError`` and pool exhaustion is still
     │   │                          database or role, disabled endpoint, quota, ...
     │   ├── WakeTimeout            the compute did not answer within wake_timeout
     │   └── PoolExhausted          (also psycopg_pool.PoolTimeout) no free pooled
-    │                              connection within pool_timeout
+    │                              connection within pool_timeout, or the calling
+    │                              thread itself holds them all
     └── ResultInterrupted          (also psycopg.OperationalError) a read was cut off
                                    after rows arrived; the partial result was discarded
 
@@ -72,7 +73,7 @@ class WakeTimeout(ConnectError):
 
 
 class PoolExhausted(ConnectError, psycopg_pool.PoolTimeout):
-    """Every pooled connection stayed busy for pool_timeout seconds."""
+    """Every pooled connection stayed busy for pool_timeout seconds (or the calling thread holds them all)."""
 
     def __init__(
         self, message: str = "", *, pool_size: int = 0, timeout: float | None = None
