@@ -429,6 +429,11 @@ def test_fault_cell(env, cell, tmp_path):
         violations.append("state 'waking' after the read returned")
     if error is None and outcome == "complete" and state is not ComputeState.ACTIVE:
         violations.append(f"state {state} after a successful read")
+    if outcome == "clear-error":
+        cause = error.__cause__ if type(error).__name__ == "CellError" else error
+        want = {ComputeState.ERROR} if isinstance(cause, nn.ConnectError) else {ComputeState.SUSPENDED}
+        if state not in want:
+            violations.append(f"state {state} after {type(cause).__name__} (expected {'/'.join(map(str, want))})")
     _reset(compute)
 
     if cell.reader in WRITERS:
@@ -462,7 +467,7 @@ def test_fault_cell(env, cell, tmp_path):
 
     if violations:
         outcome = "violation"
-    env.outcomes[cell.id] = (outcome, "; ".join(violations) or (f"{type(error).__name__}: {error}"[:160]
+    env.outcomes[cell.id] = (outcome, "; ".join(violations) or (f"[{state}] {type(error).__name__}: {error}"[:160]
                                                                   if error else ""))
     assert not violations, f"{cell.id}: " + " | ".join(violations)
 
@@ -516,4 +521,5 @@ def _print_table(config, outcomes: dict[str, tuple[str, str]]) -> None:
     print("\n".join(lines))
     target = os.environ.get("NN_FAULTS_TABLE")
     if target:
-        Path(target).write_text("\n".join(lines) + "\n")
+        errors = [f"  {cid}: {detail}" for cid, (o, detail) in sorted(outcomes.items()) if o == "clear-error"]
+        Path(target).write_text("\n".join(lines + ["clear errors:"] + errors) + "\n")
