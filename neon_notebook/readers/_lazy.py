@@ -1,27 +1,50 @@
-"""Modules loaded on first attribute access (the standard library's LazyLoader recipe).
+"""Modules loaded on first attribute access, safely from several threads at once.
 
 ``pyarrow.compute`` adds ~8 MB of resident memory at import and is needed only
 by the COPY text path, the row path and a few conversions; the binary path of
-common types never touches it.
+common types never touches it.  The standard library's ``LazyLoader`` is not
+thread-safe before Python 3.12.3 (a second thread can see the half-initialised
+module: "module 'pyarrow.compute' has no attribute 'cast'"), so this is a
+plain proxy that imports the real module under a lock, with the normal import
+machinery, and forwards attributes to it.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
+import threading
 from types import ModuleType
+from typing import Any
+
+_lock = threading.Lock()
 
 
-def lazy_module(name: str) -> ModuleType:
-    """``name``, imported now if already imported elsewhere, else on first use."""
+class _LazyModule:
+    """Stands for module ``name``; the first attribute access imports it (once, under a lock)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module: ModuleType | None = None
+
+    def _load(self) -> ModuleType:
+        module = self._module
+        if module is None:
+            with _lock:
+                if self._module is None:
+                    self._module = importlib.import_module(self._name)
+                module = self._module
+        return module
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._load(), attr)
+
+    def __repr__(self) -> str:
+        return f"<lazy module {self._name!r}{' (loaded)' if self._module else ''}>"
+
+
+def lazy_module(name: str) -> Any:
+    """``name``, as it is if already imported, else a proxy that imports it on first use."""
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:  # pragma: no cover - pyarrow is a dependency
-        raise ImportError(name)
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    return module
+    return _LazyModule(name)
