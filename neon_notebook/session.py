@@ -505,8 +505,10 @@ def _progress(progress: ProgressArg) -> Iterator[Progress | None]:
 
 
 def _retry_or_raise(exc: psycopg.OperationalError, attempt: int, lost: bool, rows_delivered: int) -> None:
-    """Return when a read cut by ``exc`` may run again (once, and only if nothing was delivered)."""
-    if not lost:
+    """Return when a read cut by ``exc`` may run again (once, only if nothing was delivered or committed)."""
+    from .readers import CommitUncertain
+
+    if not lost or isinstance(exc, CommitUncertain):
         raise exc
     if rows_delivered:
         raise ResultInterrupted(

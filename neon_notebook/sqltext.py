@@ -1,6 +1,17 @@
-"""Small facts about SQL text that both the magics and the readers need."""
+"""Small facts about SQL text that both the magics and the readers need.
+
+:func:`statements` is a lexer that knows what PostgreSQL skips: string
+literals (``'...'``, ``E'...'``), quoted identifiers, dollar quotes, ``--``
+and nested ``/* */`` comments.  It splits a text into its top-level
+statements, each a list of tokens, so the readers can tell what a text does
+(``SET``, ``COMMIT``, ``COPY ... FROM STDIN``...) without being fooled by a
+keyword inside a string or a comment.
+"""
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 
 def end_of_block_comment(text: str, start: int) -> int:
@@ -14,3 +25,114 @@ def end_of_block_comment(text: str, start: int) -> int:
         else:
             i += 1
     return i
+
+
+_SCAN = re.compile(
+    r"""
+      (?P<space>\s+)
+    | (?P<comment>--[^\n]*)
+    | (?P<block>/\*)
+    | (?P<string>[Ee]'(?:[^'\\]|\\.|'')*'?|'(?:[^']|'')*'?)
+    | (?P<ident>(?:[Uu]&)?"(?:[^"]|"")*"?)
+    | (?P<dollar>\$(?:[^\W\d]\w*)?\$)
+    | (?P<word>[^\W\d][\w$]*)
+    | (?P<number>\d[\w.]*|\$\d+)
+    | (?P<op>::|[;(),=.\[\]]|[^\s\w;(),=.'"$\[\]]+|\$)
+    """,
+    re.VERBOSE,
+)
+
+
+@dataclass(frozen=True)
+class Token:
+    """One token: ``kind`` (word, string, ident, number, op), its text (words lowercased), where it is."""
+
+    kind: str
+    value: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A top-level statement: its tokens (no comments, no spaces) and its span in the text."""
+
+    tokens: tuple[Token, ...]
+    start: int
+    end: int
+
+    @property
+    def words(self) -> list[str]:
+        """The leading keywords, lowercased, up to the first token that is not a word."""
+        out = []
+        for t in self.tokens:
+            if t.kind != "word":
+                break
+            out.append(t.value)
+        return out
+
+    def first(self, n: int = 1) -> tuple[str, ...]:
+        """The first ``n`` tokens' values (``""`` past the end)."""
+        values = [t.value for t in self.tokens[:n]]
+        return tuple(values + [""] * (n - len(values)))
+
+    def has_words(self, *words: str) -> bool:
+        """Whether ``words`` appear as consecutive tokens anywhere in the statement."""
+        values = [t.value for t in self.tokens]
+        n = len(words)
+        return any(tuple(values[i:i + n]) == words for i in range(len(values) - n + 1))
+
+
+def tokens(text: str) -> list[Token]:
+    """Every token of ``text``; string literals, dollar quotes and identifiers whole, comments dropped."""
+    out: list[Token] = []
+    i, n = 0, len(text)
+    while i < n:
+        m = _SCAN.match(text, i)
+        if m is None:  # pragma: no cover - the op alternative matches any other character
+            i += 1
+            continue
+        kind = m.lastgroup
+        if kind == "block":
+            i = end_of_block_comment(text, i)
+            continue
+        if kind == "dollar":
+            tag = m.group()
+            close = text.find(tag, m.end())
+            end = n if close < 0 else close + len(tag)
+            out.append(Token("string", text[i:end], i, end))
+            i = end
+            continue
+        if kind not in ("space", "comment"):
+            value = m.group().lower() if kind == "word" else m.group()
+            out.append(Token(kind, value, i, m.end()))
+        i = m.end()
+    return out
+
+
+def statements(text: str) -> list[Statement]:
+    """The top-level statements of ``text``, split at semicolons outside strings and bodies.
+
+    A ``BEGIN ATOMIC ... END`` function body keeps its inner semicolons, as in psql.
+    """
+    out: list[Statement] = []
+    current: list[Token] = []
+    depth = 0  # BEGIN ATOMIC / CASE ... END nesting inside a statement
+    for tok in tokens(text):
+        if tok.kind == "op" and tok.value == ";" and depth == 0:
+            if current:
+                out.append(Statement(tuple(current), current[0].start, current[-1].end))
+            current = []
+            continue
+        if tok.kind == "word":
+            prev = current[-1].value if current else ""
+            if tok.value == "atomic" and prev == "begin" and current[0].value == "create":
+                depth += 1
+            elif depth and tok.value == "case":
+                depth += 1
+            elif depth and tok.value == "end":
+                depth -= 1
+        current.append(tok)
+    if current:
+        out.append(Statement(tuple(current), current[0].start, current[-1].end))
+    return out

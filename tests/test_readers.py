@@ -63,8 +63,9 @@ def _assert_healthy(conn: psycopg.Connection) -> None:
 def test_public_names():
     assert sorted(readers.__all__) == sorted(
         [
-            "BatchStream", "CopyFormat", "DATE_INFINITY_DAYS", "DATE_NEG_INFINITY_DAYS", "TIMESTAMP_INFINITY_US",
-            "TIMESTAMP_NEG_INFINITY_US", "TypeFallbackWarning", "UnrepresentableValue",
+            "BatchStream", "CommitUncertain", "CopyFormat", "DATE_INFINITY_DAYS", "DATE_NEG_INFINITY_DAYS",
+            "OutputSettingChanged", "SessionSettingWarning", "SessionStateRefused", "TIMESTAMP_INFINITY_US",
+            "TIMESTAMP_NEG_INFINITY_US", "TypeFallbackWarning", "UnrepresentableValue", "UnsupportedStatement",
             "iter_batches", "read_arrow", "read_pandas", "read_polars", "to_pandas", "to_parquet",
             "to_polars",
         ]

@@ -37,7 +37,15 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ._errors import TypeFallbackWarning, UnrepresentableValue
+from ._errors import (
+    CommitUncertain,
+    OutputSettingChanged,
+    SessionSettingWarning,
+    SessionStateRefused,
+    TypeFallbackWarning,
+    UnrepresentableValue,
+    UnsupportedStatement,
+)
 from ._frames import DtypeBackend, for_parquet, parquet_schema, to_pandas, to_polars
 from ._stream import (
     DEFAULT_BATCH_BYTES,
@@ -65,13 +73,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "BatchStream",
+    "CommitUncertain",
     "CopyFormat",
     "DATE_INFINITY_DAYS",
     "DATE_NEG_INFINITY_DAYS",
     "TIMESTAMP_INFINITY_US",
+    "OutputSettingChanged",
+    "SessionSettingWarning",
+    "SessionStateRefused",
     "TIMESTAMP_NEG_INFINITY_US",
     "TypeFallbackWarning",
     "UnrepresentableValue",
+    "UnsupportedStatement",
     "iter_batches",
     "read_arrow",
     "read_pandas",
@@ -105,6 +118,11 @@ def _decide(col: Column, chunks: list[pa.Array]) -> pa.DataType:
 
 def _apply(col: Column, type_: pa.DataType, chunk: pa.Array) -> pa.Array:
     return col.kind.apply(type_, chunk, col.name) if col.kind.deferred else chunk
+
+
+def _no_columns(num_rows: int) -> pa.RecordBatch:
+    """A batch of ``num_rows`` rows and no column (``SELECT FROM t``)."""
+    return pa.record_batch({"_": pa.nulls(num_rows)}).select([])
 
 
 class BatchStream:
@@ -186,6 +204,11 @@ class BatchStream:
         if self._types is None:
             self._fix_schema(block)
         cols = self._reader.columns
+        if not cols:
+            batch = _no_columns(block.num_rows)
+            self.delivered += 1
+            self.rows_delivered += batch.num_rows
+            return batch
         arrays = []
         for i, (col, type_) in enumerate(zip(cols, self._types)):
             chunks = [_apply(col, type_, c) for c in block.columns[i]]
@@ -270,6 +293,8 @@ def _read_table(
     )
     blocks = list(reader.blocks())
     cols = reader.columns or []
+    if not cols:
+        return pa.Table.from_batches([_no_columns(sum(b.num_rows for b in blocks))])
     arrays = []
     fields = []
     for i, col in enumerate(cols):
@@ -350,6 +375,11 @@ def to_parquet(
         with iter_batches(conn, query, params, batch_rows=batch_rows, progress=progress,
                           copy_format=copy_format) as stream:
             for batch in stream:
+                if not batch.num_columns:
+                    raise ValueError(
+                        "the query returns rows without columns, which Parquet cannot store; "
+                        "select at least one column"
+                    )
                 if writer is None:
                     writer = pq.ParquetWriter(
                         partial, parquet_schema(batch.schema), compression=compression

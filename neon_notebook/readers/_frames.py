@@ -13,7 +13,9 @@ where the library can), for columns and for the elements of list columns:
 * ``decimal256`` (``numeric(p, s)`` with p > 38): polars has no 256-bit
   decimal; it gets the exact text.
 * pandas, ``dtype_backend="numpy_nullable"``: nullable ``Int*``, ``Float*``,
-  ``boolean`` and ``string`` dtypes; decimals as ``ArrowDtype(decimal128)``
+  ``boolean`` and ``string`` dtypes; lists (arrays, vectors) as
+  ``ArrowDtype(list<...>)``, exact (numpy arrays would make floats of integer
+  lists holding a NULL); decimals as ``ArrowDtype(decimal128)``
   (pandas has no decimal dtype; object columns of ``Decimal`` are ~100x slower
   to build); dates as ``datetime64[ms]`` (``datetime.date`` cannot hold
   'infinity' or years past 9999).  Whether a float NaN counts as NA is
@@ -240,6 +242,13 @@ def to_pandas(table: pa.Table, dtype_backend: DtypeBackend = "numpy_nullable") -
         pa.string(): pd.StringDtype(),
         pa.large_string(): pd.StringDtype(),
     }
+
+    def dtype(type_: pa.DataType):
+        # Lists stay Arrow lists: numpy arrays of their elements would turn
+        # int8[] holding a NULL into floats (2**53 + 1 rounded) and lose NULL
+        # against NaN in float8[].  Cells are Python lists (ints, None, nan).
+        return pd.ArrowDtype(type_) if pa.types.is_list(type_) else mapping.get(type_)
+
     # Dates as datetime64[ms] (pyarrow's date_as_object=False): datetime.date
     # cannot hold 'infinity', BC dates or years past 9999.
-    return table.to_pandas(types_mapper=mapping.get, date_as_object=False)
+    return table.to_pandas(types_mapper=dtype, date_as_object=False)

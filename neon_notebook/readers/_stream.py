@@ -38,6 +38,7 @@ remains where the C one cannot bind (see :func:`native_receive`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -55,9 +56,10 @@ from psycopg import errors as pgerrors
 from psycopg import pq, sql
 
 from ..sqltext import end_of_block_comment
-from ._errors import UnrepresentableValue
+from ._errors import CommitUncertain, OutputSettingChanged, UnrepresentableValue, UnsupportedStatement
+from ._guard import Text, check_copy, for_pooled
 from ._lazy import lazy_module
-from ._types import SETTINGS_READ, Column, TypeResolver, output_fixes
+from ._types import SETTINGS_READ, Column, TypeResolver, affected_by, output_fixes, us_text
 
 pc = lazy_module("pyarrow.compute")
 pcsv = lazy_module("pyarrow.csv")
@@ -88,6 +90,10 @@ COLLECT_BLOCK_BYTES = 1 * 2**20
 # reading loop seldom waits for the parser (measured: 5% faster than one).
 MAX_PENDING_BLOCKS = 2
 PROGRESS_INTERVAL_S = 0.25
+# Longest wait on the socket without looking at pending signals: an interrupt
+# from another thread (``_thread.interrupt_main()``, how ipykernel interrupts on
+# Windows) is only handled once the wait returns to Python.
+WAIT_SLICE_S = 0.1
 
 #: Read COPY's binary format when the decoder handles every column (tests
 #: turn this off to exercise the text format on the same types).
@@ -156,6 +162,15 @@ class _NotCopyable(Exception):
 # ---------------------------------------------------------------------------
 
 
+def check_query(query: object) -> None:
+    """Refuse a query that is not SQL text, before any round trip."""
+    if not isinstance(query, (str, bytes, sql.Composable)):
+        raise TypeError(
+            f"the query must be SQL text (str, bytes or psycopg.sql.Composable), not "
+            f"{type(query).__name__}"
+        )
+
+
 def bind(conn: psycopg.Connection, query: Query, params: Params) -> str:
     """The statement with its parameters merged client-side, as one SQL text.
 
@@ -163,6 +178,7 @@ def bind(conn: psycopg.Connection, query: Query, params: Params) -> str:
     connection (``ClientCursor.mogrify``), which is how it binds parameters for
     ``COPY`` too: COPY accepts no server-side parameters.
     """
+    check_query(query)
     if isinstance(query, sql.Composable):
         query = query.as_string(conn)
     elif isinstance(query, bytes):
@@ -199,9 +215,23 @@ def _strip_terminator(text: str) -> str:
 
 
 def _wait_readable(pgconn: pq.abc.PGconn) -> None:
-    """Block until the server sends something; signals (Ctrl-C) interrupt the wait."""
-    select.select([pgconn.socket], [], [])
+    """Wait until the server sends something, in slices so that interrupts are handled."""
+    sock = pgconn.socket
+    while not select.select([sock], [], [], WAIT_SLICE_S)[0]:
+        pass
     pgconn.consume_input()
+
+
+def _flush(pgconn: pq.abc.PGconn) -> None:
+    """Send what libpq buffered, waiting in slices when the socket is full."""
+    while pgconn.flush():
+        select.select([], [pgconn.socket], [], WAIT_SLICE_S)
+
+
+def _lost_error(pgconn: pq.abc.PGconn, encoding: str) -> psycopg.OperationalError:
+    """The driver's error for a connection libpq found dead."""
+    message = pgconn.error_message.decode(encoding, "replace").strip()
+    return psycopg.OperationalError(message or "the connection to the server was lost")
 
 
 def settle(conn: psycopg.Connection) -> None:
@@ -226,6 +256,8 @@ def settle(conn: psycopg.Connection) -> None:
         if res.status == pq.ExecStatus.COPY_OUT:
             while pgconn.get_copy_data(0)[0] >= 0:
                 pass
+        elif res.status == pq.ExecStatus.COPY_IN:  # end it, or get_result answers COPY_IN forever
+            pgconn.put_copy_end(b"COPY FROM STDIN is not supported by the readers")
 
 
 # ---------------------------------------------------------------------------
@@ -248,8 +280,9 @@ class _Scope:
     changed, with ``SET LOCAL`` (see :func:`output_fixes`).
     """
 
-    def __init__(self, conn: psycopg.Connection):
+    def __init__(self, conn: psycopg.Connection, on_commit: Callable[[], None] | None = None):
         self.conn = conn
+        self.on_commit = on_commit  # told just before the COMMIT is sent
         self.mode = ""
         self.settings: dict[str, str] = {}
         self._restore: dict[str, str] = {}
@@ -298,6 +331,8 @@ class _Scope:
         if conn.closed:
             return
         cur = conn.cursor()
+        if commit and self.mode != "savepoint" and self.on_commit is not None:
+            self.on_commit()
         if self.mode == "begin":
             cur.execute(b"COMMIT" if commit else b"ROLLBACK", prepare=False)
         elif self.mode == "implicit":
@@ -406,12 +441,13 @@ class _BlockParser:
                 chunked = pa.chunked_array(
                     [unescape_copy_text(a) for a in chunked.chunks], pa.string()
                 )
-            if kind.deferred:
-                out.append(chunked.chunks)
-            elif typed:
-                out.append([kind.from_csv(a) for a in chunked.chunks])
-            else:
-                out.append([kind.from_text(a) for a in chunked.chunks])
+            with _naming(col):
+                if kind.deferred:
+                    out.append(chunked.chunks)
+                elif typed:
+                    out.append([kind.from_csv(a) for a in chunked.chunks])
+                else:
+                    out.append([kind.from_text(a) for a in chunked.chunks])
         return Block(out, num_rows)
 
 
@@ -447,6 +483,31 @@ class _BinaryBlockParser:
         self.params = bytes(params)
         self._allocate = functools.partial(pa.allocate_buffer, memory_pool=parse_pool())
 
+    def _overflow(self, raw: RawBlock, codes: bytes, message: str) -> UnrepresentableValue:
+        """The error for a value past Arrow's range, naming its column and value.
+
+        The block is decoded again with one timestamp or interval column at a
+        time read as raw bytes: the decode that succeeds names the column.
+        """
+        for i, code in enumerate(codes):
+            if code not in b"TI":
+                continue
+            trial = codes[:i] + b"y" + codes[i + 1:]
+            try:
+                _, buffers, _ = _pgcopy.decode(raw, trial, self._allocate, self.params)
+            except OverflowError:
+                continue
+            validity, offsets, values = buffers[i]
+            raw_values = pa.Array.from_buffers(pa.binary(), len(offsets) // 4 - 1, [validity, offsets, values])
+            col = self.columns[i]
+            value = next((_wire_text(code, v) for v in raw_values.to_pylist()
+                          if v is not None and _wire_text(code, v) is not None), None)
+            return UnrepresentableValue(
+                f"column {col.name!r} ({col.kind.pgname}) holds {value}, which is beyond Arrow's "
+                f"range ({message}); cast it in SQL (e.g. ::text) to read it as text"
+            )
+        return UnrepresentableValue(message)
+
     def _type(self, i: int, code: int) -> pa.DataType:
         # An 'N' column read as text ('n') in a block holding NaN or Infinity.
         return pa.string() if code == ord("n") else self._types[i]
@@ -462,7 +523,7 @@ class _BinaryBlockParser:
                 codes = codes.replace(b"N", b"n")
                 rows, buffers, used = _pgcopy.decode(raw, codes, self._allocate, self.params)
         except OverflowError as ex:
-            raise UnrepresentableValue(str(ex)) from None
+            raise self._overflow(raw, codes, str(ex)) from None
         except ValueError as ex:
             raise psycopg.InternalError(f"{ex} (COPY sent {num_rows} rows)") from None
         if rows != num_rows:
@@ -477,6 +538,22 @@ class _BinaryBlockParser:
                 array = pa.Array.from_buffers(self._type(i, code), rows, bufs + [values])
             out.append([array])
         return Block(out, rows)
+
+
+def _wire_text(code: int, value: bytes) -> str | None:
+    """A binary timestamp or interval that Arrow cannot hold, as text for a message (else None)."""
+    if code == ord("T"):
+        us = int.from_bytes(value[:8], "big", signed=True)
+        shifted = us + 946_684_800_000_000  # to microseconds since 1970
+        if -(2**63) + 1 < shifted < 2**63 - 1:
+            return None
+        return repr(us_text(us))
+    us = int.from_bytes(value[:8], "big", signed=True)
+    days = int.from_bytes(value[8:12], "big", signed=True)
+    months = int.from_bytes(value[12:16], "big", signed=True)
+    if abs(us) <= (2**63 - 1) // 1000:
+        return None
+    return f"an interval of {months} months, {days} days and {us / 3.6e9:,.0f} hours"
 
 
 _BACKSLASH = re.compile(rb"\\")
@@ -509,8 +586,22 @@ def text_block(
             arr = pa.array(vals, pa.binary()).cast(pa.string())
         else:
             arr = pa.array([v if v is None else v.decode(encoding) for v in vals], pa.string())
-        out.append([arr if col.kind.deferred else col.kind.from_text(arr)])
+        with _naming(col):
+            out.append([arr if col.kind.deferred else col.kind.from_text(arr)])
     return Block(out, num_rows)
+
+
+@contextlib.contextmanager
+def _naming(col: Column) -> Iterator[None]:
+    """Put the column's name into an UnrepresentableValue that lacks it."""
+    try:
+        yield
+    except UnrepresentableValue as ex:
+        if "column " in str(ex):
+            raise
+        raise UnrepresentableValue(
+            f"column {col.name!r} ({col.kind.pgname}): {ex}; cast it in SQL (e.g. ::text) to read it as text"
+        ) from None
 
 
 # ---------------------------------------------------------------------------
@@ -544,6 +635,7 @@ class Reader:
             raise ValueError("batch_rows must be at least 1")
         if batch_bytes < 1:
             raise ValueError("batch_bytes must be at least 1")
+        check_query(query)
         self.conn = conn
         self.query = query
         self.params = params
@@ -560,6 +652,11 @@ class Reader:
         self.rows = 0
         self.bytes = 0
         self.estimate: int | None = None
+        #: Set once something may have committed (the text's own COMMIT, a
+        #: statement run outside a transaction block, the read's COMMIT sent):
+        #: from then on a lost connection is reported, never retried.
+        self.committing = False
+        self._text: Text | None = None
         self._last_progress = 0.0
 
     # -- helpers -------------------------------------------------------------
@@ -572,18 +669,40 @@ class Reader:
             self.progress(self.rows, self.bytes, self.estimate)
 
     def _describe(self, text: bytes) -> list[tuple[str, int, int]]:
-        """Parse + Describe as the unnamed statement: column types, nothing executed."""
+        """Parse + Describe as the unnamed statement: column types, nothing executed.
+
+        Sent and awaited without blocking in libpq, so that an interrupt is
+        handled, and a connection lost meanwhile is reported as lost.
+        """
         conn = self.conn
         pgconn = conn.pgconn
         with conn.lock:
-            res = pgconn.prepare(b"", text)
+            pgconn.send_prepare(b"", text)
+            res = self._result()
             if res.status != pq.ExecStatus.COMMAND_OK:
                 raise _NotCopyable(res.error_message)
-            res = pgconn.describe_prepared(b"")
+            pgconn.send_describe_prepared(b"")
+            res = self._result()
             if res.status != pq.ExecStatus.COMMAND_OK:
                 raise _NotCopyable(res.error_message)
         enc = conn.info.encoding
         return [(res.fname(i).decode(enc), res.ftype(i), res.fmod(i)) for i in range(res.nfields)]
+
+    def _result(self) -> pq.abc.PGresult:
+        """The one result of the command just sent (waiting in slices); lost connections raise."""
+        pgconn = self.conn.pgconn
+        _flush(pgconn)
+        first = None
+        while True:
+            while pgconn.is_busy():
+                _wait_readable(pgconn)
+            res = pgconn.get_result()
+            if res is None:
+                break
+            first = first or res
+        if first is None or pgconn.status == pq.ConnStatus.BAD:
+            raise _lost_error(pgconn, self.conn.info.encoding)
+        return first
 
     def _estimate(self, text: str) -> int | None:
         cur = self.conn.cursor()
@@ -596,8 +715,37 @@ class Reader:
 
     # -- the two paths -------------------------------------------------------
     def blocks(self) -> Iterator[Block]:
+        """The result's blocks; a lost connection after a possible commit raises :class:`CommitUncertain`."""
+        try:
+            yield from self._blocks()
+        except psycopg.OperationalError as exc:
+            pgconn = self.conn.pgconn
+            if self.committing and (self.conn.closed or pgconn.status == pq.ConnStatus.BAD):
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise CommitUncertain(
+                    f"The connection was lost ({reason}) after the query may have committed "
+                    f"({self._why_committing()}). It was not run again, so that no write is "
+                    "repeated: check what it changed before running it again."
+                ) from exc
+            raise
+
+    def _why_committing(self) -> str:
+        if self._text is not None and self._text.may_commit():
+            return "it ends the read's transaction with COMMIT, ROLLBACK or the like"
+        if self.path == "rows (outside a transaction)":
+            return "it ran outside a transaction block, where each statement commits"
+        return "the read's COMMIT had been sent"
+
+    def _blocks(self) -> Iterator[Block]:
         conn = self.conn
-        text = bind(conn, self.query, self.params)
+        text = Text.of(bind(conn, self.query, self.params))
+        check_copy(text)
+        if getattr(conn, "pooled", False):
+            rewritten = for_pooled(text)
+            if rewritten != text.sql:
+                text = Text.of(rewritten)
+        self._text = text
+        text = text.sql
         if _first_word(text) in _COPYABLE_FIRST_WORDS:
             gen = self._copy_blocks(_strip_terminator(text))
             try:
@@ -615,7 +763,7 @@ class Reader:
     def _copy_blocks(self, text: str) -> Iterator[Block]:
         conn = self.conn
         enc = conn.info.encoding
-        with _Scope(conn) as scope:
+        with _Scope(conn, self._committed) as scope:
             fields = self._describe(text.encode(enc))
             if not fields:
                 raise _NotCopyable("no columns")
@@ -623,6 +771,8 @@ class Reader:
             if self.progress is not None:
                 self.estimate = self._estimate(text)
             binary = self._binary_ok()
+            if not binary and self._text is not None and self._text.output_changes():
+                raise _NotCopyable("the query changes an output setting")  # the row path checks it
             stmt = "COPY (\n" + text + "\n) TO STDOUT" + (" (FORMAT binary)" if binary else "")
             try:
                 self._start_copy(stmt.encode(enc))
@@ -659,8 +809,7 @@ class Reader:
         """
         pgconn = self.conn.pgconn
         pgconn.send_query(stmt)
-        while pgconn.flush():
-            select.select([], [pgconn.socket], [])
+        _flush(pgconn)
         while pgconn.is_busy():
             _wait_readable(pgconn)
         res = pgconn.get_result()
@@ -797,30 +946,67 @@ class Reader:
         if error is not None:
             raise error
 
+    def _committed(self) -> None:
+        self.committing = True
+
     def _row_blocks(self, text: str) -> Iterator[Block]:
         conn = self.conn
         self.path = "rows"
         data = text.encode(conn.info.encoding)
+        mode = ""
         try:
-            with _Scope(conn) as scope:
+            with _Scope(conn, self._committed) as scope:
+                mode = scope.mode
+                if self._text is not None and self._text.may_commit():
+                    self.committing = True
                 block = self._execute_rows(data, scope.settings)
-        except pgerrors.ActiveSqlTransaction:
-            # VACUUM, CREATE DATABASE...: refuse a transaction block; run bare.
-            # (They return no rows; the reported settings are enough if one did.)
-            reported = {k: conn.info.parameter_status(k) for k in ("TimeZone", "DateStyle", "IntervalStyle")}
-            block = self._execute_rows(data, {k: v for k, v in reported.items() if v})
+        except pgerrors.ActiveSqlTransaction as exc:
+            # VACUUM, CREATE DATABASE, CREATE INDEX CONCURRENTLY... refuse a
+            # transaction block: run the text bare, where that is possible.
+            block = self._run_bare(data, mode, exc)
         if block is not None:
             self._report(final=True)
             yield block
+
+    def _run_bare(self, data: bytes, mode: str, exc: Exception) -> Block | None:
+        """Run the text outside a transaction block (autocommit), the connection's mode restored after."""
+        conn = self.conn
+        what = str(exc).strip().splitlines()[0]
+        if mode == "savepoint":
+            raise UnsupportedStatement(
+                f"{what}: the connection was inside a transaction when the read began. Commit or "
+                "roll back first, or run it on a connection of its own (session.direct(), or "
+                "direct=True / %%sql --direct)."
+            ) from exc
+        if getattr(conn, "_tx_statements", ()):
+            raise UnsupportedStatement(
+                f"{what}: on the pooled endpoint the session's schema= and statement_timeout= only "
+                "apply inside a transaction, so it was not run without one. Run it on the direct "
+                "endpoint: direct=True, session.direct(), or %%sql --direct."
+            ) from exc
+        reported = {k: conn.info.parameter_status(k) for k in ("TimeZone", "DateStyle", "IntervalStyle")}
+        settings = {k: v for k, v in reported.items() if v}
+        was = conn.autocommit
+        self.committing = True  # each statement commits as it runs
+        self.path = "rows (outside a transaction)"
+        conn.autocommit = True
+        try:
+            return self._execute_rows(data, settings)
+        finally:
+            if not conn.closed:
+                settle(conn)
+                conn.autocommit = was
 
     def _execute_rows(self, data: bytes, settings: dict[str, str]) -> Block | None:
         conn = self.conn
         cur = conn.cursor()
         cur.execute(data, prepare=False)
         res = None
+        index = results = 0
         while True:
             if cur.pgresult is not None and cur.pgresult.status == pq.ExecStatus.TUPLES_OK:
-                res = cur.pgresult
+                res, index = cur.pgresult, results
+            results += 1
             if not cur.nextset():
                 break
         if res is None:
@@ -828,12 +1014,62 @@ class Reader:
             return None
         enc = conn.info.encoding
         fields = [(res.fname(i).decode(enc), res.ftype(i), res.fmod(i)) for i in range(res.nfields)]
+        settings = self._settings_after(cur, settings, index, results)
         self.columns = TypeResolver(conn, settings).resolve(fields)
+        self._check_output(settings, index, results)
         n = res.ntuples
         get = res.get_value
         values = [[get(r, c) for r in range(n)] for c in range(res.nfields)]
         self.rows = n
         self.bytes = sum(len(v) for col in values for v in col if v is not None)
         if not self.columns:
-            return None
+            return Block([], n)  # rows without columns (SELECT FROM t): still n rows
         return text_block(self.columns, values, n, enc)
+
+    def _settings_after(self, cur: psycopg.Cursor, settings: dict[str, str], index: int,
+                        results: int) -> dict[str, str]:
+        """The output settings the rows were printed under, when the text may have changed them."""
+        if self._text is None or not self._text.output_changes():
+            return settings
+        cur.execute(("SELECT " + ", ".join(f"current_setting('{k}')" for k in SETTINGS_READ)).encode(),
+                    prepare=False)
+        return dict(zip(SETTINGS_READ, cur.fetchone()))
+
+    def _check_output(self, settings: dict[str, str], index: int, results: int) -> None:
+        """Refuse columns whose text the text's own SET made unreadable (or ambiguous)."""
+        if self._text is None:
+            return
+        changes = self._text.output_changes()
+        if not changes:
+            return
+        statements = self._text.statements
+        # One result per statement: a change after the statement whose rows
+        # are read leaves the rows' format unknown.
+        ambiguous = len(statements) != results or any(i > index for i in changes)
+        unreadable = output_fixes(settings)
+        unreadable.pop("bytea_output", None)  # escape output is decoded too
+        for col in self.columns or []:
+            for name in affected_by(col.kind):
+                if name in unreadable:
+                    raise OutputSettingChanged(
+                        f"The query text sets {name} to {settings[name]!r}, in which PostgreSQL's "
+                        f"text output of column {col.name!r} ({col.kind.pgname}) cannot be read "
+                        f"exactly. Leave {name} at a value the readers read ({_READABLE[name]}), "
+                        "or cast the column to text in SQL."
+                    )
+                if ambiguous:
+                    raise OutputSettingChanged(
+                        f"The query text changes an output setting ({name} or another) after or "
+                        f"around the statement whose rows are read, so the format of column "
+                        f"{col.name!r} ({col.kind.pgname}) is not known. Put SET statements "
+                        "before the query."
+                    )
+
+
+_READABLE = {
+    "extra_float_digits": "1 or more; 0 or less rounds floats",
+    "DateStyle": "ISO, with any field order",
+    "IntervalStyle": "postgres or iso_8601",
+    "bytea_output": "hex",
+    "TimeZone": "any",
+}

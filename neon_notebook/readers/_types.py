@@ -180,11 +180,23 @@ class Number(Kind):
 
 
 class Bytea(Kind):
+    """bytea from ``hex`` output; ``escape`` output (set by the query text itself) through libpq."""
+
     pgname = "bytea"
     arrow_type = pa.binary()
 
+    def __init__(self, escape: bool = False):
+        super().__init__()
+        self.escape = escape
+
     def from_text(self, arr: pa.Array) -> pa.Array:
-        return _hex_decode(arr)
+        if not self.escape:
+            return _hex_decode(arr)
+        from psycopg import pq
+
+        unescape = pq.Escaping().unescape_bytea
+        return pa.array([None if v is None else unescape(v.encode()) for v in arr.to_pylist()],
+                        pa.binary())
 
 
 class Date(Kind):
@@ -282,7 +294,8 @@ class Interval(Kind):
                     raise FloatingPointError
             except FloatingPointError:
                 raise UnrepresentableValue(
-                    "an interval's time part exceeds Arrow's nanosecond range (±292 years)"
+                    f"the interval {_first_long_interval(arr)!r} has a time part beyond Arrow's "
+                    "nanosecond range (±292 years)"
                 ) from None
         rec = np.empty(n, dtype=[("months", "<i4"), ("days", "<i4"), ("nanos", "<i8")])
         rec["months"] = num("y") * 12 + num("mo")
@@ -495,13 +508,28 @@ class Array(Kind):
         return pa.ListArray.from_arrays(offsets, values, type=decided, mask=mask)
 
 
+def affected_by(kind: Kind) -> tuple[str, ...]:
+    """The output settings (``SETTINGS_READ`` names) that change how a kind's text must be read."""
+    while isinstance(kind, Array):
+        kind = kind.element
+    if isinstance(kind, Number) and kind.pgname in ("float4", "float8"):
+        return ("extra_float_digits",)
+    if isinstance(kind, (Date, Timestamp)):
+        return ("DateStyle",)
+    if isinstance(kind, Interval):
+        return ("IntervalStyle",)
+    if isinstance(kind, Bytea):
+        return ("bytea_output",)
+    return ()
+
+
 # ---------------------------------------------------------------------------
 # Type resolution
 # ---------------------------------------------------------------------------
 
 _SCALARS: dict[int, Callable[[int, dict[str, str]], Kind]] = {
     16: lambda m, s: Bool(),
-    17: lambda m, s: Bytea(),
+    17: lambda m, s: Bytea(s.get("bytea_output", "hex") == "escape"),
     20: lambda m, s: Number(pa.int64(), "int8"),
     21: lambda m, s: Number(pa.int16(), "int2"),
     23: lambda m, s: Number(pa.int32(), "int4"),
@@ -659,6 +687,34 @@ def _fallback(column: str, pgname: str, why: str) -> None:
         TypeFallbackWarning,
         stacklevel=6,
     )
+
+
+def _first_long_interval(arr: pa.Array) -> str | None:
+    """The first interval text whose hours exceed what Arrow's nanoseconds hold (error messages)."""
+    limit = (2**63 - 1) // 1000 // 3_600_000_000
+    for v in arr.to_pylist():
+        hours = re.findall(r"(-?\d+)(?:H|:\d\d:)", v or "")
+        if any(abs(int(h)) >= limit for h in hours):
+            return v
+    return None
+
+
+def us_text(us_since_2000: int) -> str:
+    """A PostgreSQL timestamp (microseconds since 2000-01-01) as ISO text, any year (messages)."""
+    days, us = divmod(us_since_2000, _US_PER_DAY)
+    z = days + 10957 + 719468  # Hinnant's civil_from_days
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    y = yoe + era * 400 + (m <= 2)
+    secs, frac = divmod(us, 1_000_000)
+    year = f"{y:04d}" if y > 0 else f"{1 - y:04d}"
+    text = f"{year}-{m:02d}-{d:02d} {secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
+    return text + (f".{frac:06d}".rstrip("0") if frac else "") + ("" if y > 0 else " BC")
 
 
 def _validity_buffer(valid: pa.Array) -> pa.Buffer | None:
