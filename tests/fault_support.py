@@ -267,8 +267,8 @@ def phase_offsets(trace: Trace) -> dict[str, int]:
     """Byte offsets at which a cut lands in each phase of the read this trace recorded.
 
     connect: inside the start-up (BackendKeyData); describe: inside the answer to the
-    read's first statement after the settings (Parse/Describe, or the row path's
-    statement); before_first_row: right after the result's header (CopyOutResponse or
+    Describe (or, on the row path, to the ROLLBACK after the COPY attempt's refused
+    Parse, or to the text itself when there was no such attempt); before_first_row: right after the result's header (CopyOutResponse or
     the main RowDescription); mid_stream: half-way through the data rows;
     before_complete: inside the last CommandComplete (the read's COMMIT).
     """
@@ -288,9 +288,13 @@ def phase_offsets(trace: Trace) -> dict[str, int]:
     parse = next((i for i, m in enumerate(rest) if m.type == "1"), None)
     if parse is not None and parse < first_data:
         describe = rest[parse + 1] if parse + 1 < len(rest) else rest[parse]
-    else:  # the row path: no Describe; the first answer to the text itself
+    else:  # the row path: the COPY attempt's Describe failed; cut in its ROLLBACK's answer
         settings_done = next(i for i, m in enumerate(rest) if m.type == "Z")
-        describe = rest[settings_done + 1]
+        refused = next((i for i, m in enumerate(rest[:first_data]) if m.type == "E"), None)
+        if refused is None:  # a text the readers send straight to the row path
+            describe = rest[settings_done + 1]
+        else:
+            describe = next(m for m in rest[refused:] if m.type == "C")
     last_c = max(i for i, m in enumerate(rest) if m.type == "C")
     return {
         "connect": key.start + 3,
