@@ -307,6 +307,7 @@ class Injector:
         self.hold: fs.Hold | None = None
         self.thread: threading.Thread | None = None
         self.problem: str | None = None
+        self.before = compute.status()  # counters before the fault (after any preparation)
         kind, phase, endpoint = cell.kind, cell.phase, cell.endpoint
         if kind in CUTS:
             compute.cut_after(offsets[phase], endpoint=endpoint, times=CUTS[kind])
@@ -316,6 +317,7 @@ class Injector:
             elif kind == "wake_fail":
                 compute.suspend()
                 compute.fail_next_wakes(2)
+                self.before = compute.status()
             else:
                 compute.suspend()
                 self._start(self._fault_while_starting)
@@ -327,6 +329,7 @@ class Injector:
             self._start(self._fault_when_held)
 
     def _start(self, target) -> None:
+        self.before = self.compute.status()
         self.thread = threading.Thread(target=target, name="fault-injector", daemon=True)
         self.thread.start()
 
@@ -363,6 +366,14 @@ class Injector:
                 self.problem = "the fault injector did not finish"
         if self.hold is not None:
             self.hold.close()
+
+
+def _fault_missing(cell: Cell, before: dict, after: dict) -> str | None:
+    """Why the cell's fault did not happen (the cell would test nothing), or None."""
+    counter = {"suspend": "suspensions", "crash": "crashes", "cut": "cuts", "cut_every": "cuts",
+               "latency": "tapped_bytes", "wake_fail": "failed_wakes" if cell.phase == "connect" else "suspensions"}
+    name = counter[cell.kind]
+    return None if after[name] > before[name] else f"no {cell.kind} happened ({name} stayed {before[name]})"
 
 
 def _clear_error(exc: BaseException) -> str | None:
@@ -424,6 +435,8 @@ def test_fault_cell(env, cell, tmp_path):
         injector.finish()
     if injector.problem:
         violations.append(f"harness: {injector.problem}")
+    if (missing := _fault_missing(cell, injector.before, compute.status())) is not None:
+        violations.append(f"harness: {missing}")
     state = session.state
     if state is ComputeState.WAKING:
         violations.append("state 'waking' after the read returned")
