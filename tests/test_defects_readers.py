@@ -122,7 +122,9 @@ def test_session_state_is_refused_on_the_pooled_endpoint(session, statement):
     session.read_arrow("create temp table tmp_y (a int) on commit drop; select 1")
 
 
-def test_sql_magic_set_on_pooled_does_not_leak(compute, pgbouncer, schema_table, monkeypatch, capsys):
+@pytest.fixture
+def shell(compute, pgbouncer, monkeypatch):
+    """An IPython shell with %neon connected to the local compute (pooled URL as it is printed)."""
     from IPython.core.interactiveshell import InteractiveShell
 
     from neon_notebook.magics import NeonMagics
@@ -132,16 +134,34 @@ def test_sql_magic_set_on_pooled_does_not_leak(compute, pgbouncer, schema_table,
     shell = InteractiveShell.instance()
     magics = NeonMagics(shell)
     shell.register_magics(magics)
-    try:
-        shell.run_line_magic("neon", "connect")
-        with pytest.warns(SessionSettingWarning):
-            shell.run_cell_magic("sql", "df", f"set search_path = {schema_table};\nselect x from items")
-        assert shell.user_ns["df"]["x"].tolist() == ["schema"]
-        with _connect(compute.pooled_url) as other:
-            assert other.execute("show search_path").fetchone()[0] == '"$user", public'
-    finally:
-        for name in list(magics.sessions):
-            magics.sessions.pop(name).close()
+    shell.run_line_magic("neon", "connect")
+    yield shell
+    for name in list(magics.sessions):
+        magics.sessions.pop(name).close()
+
+
+def test_sql_magic_set_on_pooled_does_not_leak(shell, compute, schema_table, capsys):
+    with warnings.catch_warnings(record=True) as caught:  # %%sql shows warnings as psql does, or raises them
+        warnings.simplefilter("always")
+        shell.run_cell_magic("sql", "df", f"set search_path = {schema_table};\nselect x from items")
+    out = capsys.readouterr()
+    shown = out.out + out.err + "".join(str(w.message) for w in caught)
+    assert "SET search_path was run as SET LOCAL" in shown
+    assert shell.user_ns["df"]["x"].tolist() == ["schema"]
+    with _connect(compute.pooled_url) as other:
+        assert other.execute("show search_path").fetchone()[0] == '"$user", public'
+
+
+def test_sql_magic_runs_vacuum_and_refuses_copy_from_stdin(shell, table, capsys):
+    from neon_notebook.magics import CellError
+
+    shell.run_cell_magic("sql", "", f"vacuum {table}")
+    assert "no rows returned" in capsys.readouterr().out
+    shell.run_cell_magic("sql", "--direct", f"create index concurrently on {table} (i)")
+    with pytest.raises(CellError, match="FROM STDIN"):
+        shell.run_cell_magic("sql", "", f"copy {table} from stdin")
+    shell.run_cell_magic("sql", "df", f"select * from {table}")
+    assert shell.user_ns["df"]["i"].tolist() == [1, 2, 3]
 
 
 # -- 3: a text that may have committed is never re-run; 12: lost during describe is retried ------

@@ -128,40 +128,39 @@ def _refuse(why: str) -> None:
 def _set_local(st: Statement) -> tuple[int, int, str] | None:
     """``SET [SESSION] x ...`` -> the edit making it ``SET LOCAL x ...``, with a warning."""
     toks = st.tokens
-    if len(toks) < 2:
+    if len(toks) < 2 or toks[1].value in ("local", "transaction", "constraints"):
         return None
-    second = toks[1]
-    if second.value in ("local", "transaction", "constraints"):
-        return None
-    if second.value == "session":
+    name_toks = toks[1:]
+    edit = (toks[0].start, toks[0].end, "SET LOCAL")
+    if toks[1].value == "session":
         third = toks[2].value if len(toks) > 2 else ""
         if third == "characteristics":
             _refuse("SET SESSION CHARACTERISTICS changes the server connection's defaults, which "
                     "the pooler shares with other clients")
-        name_at = 2
-        edit = (toks[0].start, toks[0].end, "SET LOCAL") if third == "authorization" else \
-            (toks[0].start, second.end, "SET LOCAL")
-        if third == "authorization":
-            name_at = 1
-    else:
-        name_at = 1
-        edit = (toks[0].start, toks[0].end, "SET LOCAL")
-    name = _setting_name(toks[name_at:])
+        if third != "authorization":  # SET SESSION x -> SET LOCAL x
+            edit, name_toks = (toks[0].start, toks[1].end, "SET LOCAL"), toks[2:]
     warnings.warn(
-        f"SET {name} was run as SET LOCAL on the pooled endpoint: it lasts for this read only "
-        "(PgBouncer shares server connections between clients, so a session setting would reach "
-        f"other notebooks). For a setting that lasts, {_DIRECT_HINT}.",
+        f"SET {_setting_name(name_toks)} was run as SET LOCAL on the pooled endpoint: it lasts for "
+        "this read only (PgBouncer shares server connections between clients, so a session "
+        f"setting would reach other notebooks). For a setting that lasts, {_DIRECT_HINT}.",
         SessionSettingWarning, stacklevel=6)
     return edit
 
 
+_SPECIAL_FORMS = {"time": "time zone", "session": "session authorization", "role": "role",
+                  "schema": "schema", "names": "names"}
+
+
 def _setting_name(toks: tuple[Token, ...]) -> str:
+    """The name a SET statement sets, as written (``search_path``, ``time zone``, ``a.b``)."""
+    if toks and toks[0].value in _SPECIAL_FORMS:
+        return _SPECIAL_FORMS[toks[0].value]
     parts = []
     for t in toks:
-        if t.value in ("to", "=", "from") or t.kind not in ("word", "ident", "op") or t.value in ("(", ","):
+        if t.value in ("to", "=") or t.kind not in ("word", "ident") and t.value != ".":
             break
-        parts.append(t.value if t.value != "." else ".")
-    return " ".join(parts).replace(" . ", ".") or "(setting)"
+        parts.append(t.value)
+    return "".join(parts) or "(setting)"
 
 
 def _argument(toks: tuple[Token, ...], open_at: int, index: int) -> list[Token]:

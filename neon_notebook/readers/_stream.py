@@ -657,6 +657,7 @@ class Reader:
         #: from then on a lost connection is reported, never retried.
         self.committing = False
         self._text: Text | None = None
+        self._bare = False  # the text ran outside a transaction block
         self._last_progress = 0.0
 
     # -- helpers -------------------------------------------------------------
@@ -732,7 +733,7 @@ class Reader:
     def _why_committing(self) -> str:
         if self._text is not None and self._text.may_commit():
             return "it ends the read's transaction with COMMIT, ROLLBACK or the like"
-        if self.path == "rows (outside a transaction)":
+        if self._bare:
             return "it ran outside a transaction block, where each statement commits"
         return "the read's COMMIT had been sent"
 
@@ -987,8 +988,7 @@ class Reader:
         reported = {k: conn.info.parameter_status(k) for k in ("TimeZone", "DateStyle", "IntervalStyle")}
         settings = {k: v for k, v in reported.items() if v}
         was = conn.autocommit
-        self.committing = True  # each statement commits as it runs
-        self.path = "rows (outside a transaction)"
+        self.committing = self._bare = True  # each statement commits as it runs
         conn.autocommit = True
         try:
             return self._execute_rows(data, settings)
@@ -1014,7 +1014,7 @@ class Reader:
             return None
         enc = conn.info.encoding
         fields = [(res.fname(i).decode(enc), res.ftype(i), res.fmod(i)) for i in range(res.nfields)]
-        settings = self._settings_after(cur, settings, index, results)
+        settings = self._settings_after(cur, settings)
         self.columns = TypeResolver(conn, settings).resolve(fields)
         self._check_output(settings, index, results)
         n = res.ntuples
@@ -1026,8 +1026,7 @@ class Reader:
             return Block([], n)  # rows without columns (SELECT FROM t): still n rows
         return text_block(self.columns, values, n, enc)
 
-    def _settings_after(self, cur: psycopg.Cursor, settings: dict[str, str], index: int,
-                        results: int) -> dict[str, str]:
+    def _settings_after(self, cur: psycopg.Cursor, settings: dict[str, str]) -> dict[str, str]:
         """The output settings the rows were printed under, when the text may have changed them."""
         if self._text is None or not self._text.output_changes():
             return settings
