@@ -37,7 +37,9 @@ class _LazyModule:
         return module
 
     def __getattr__(self, attr: str) -> Any:
-        return getattr(self._load(), attr)
+        value = getattr(self._load(), attr)
+        setattr(self, attr, value)  # found directly next time
+        return value
 
     def __repr__(self) -> str:
         return f"<lazy module {self._name!r}{' (loaded)' if self._module else ''}>"

@@ -231,7 +231,7 @@ def _flush(pgconn: pq.abc.PGconn) -> None:
 def _lost_error(pgconn: pq.abc.PGconn, encoding: str) -> psycopg.OperationalError:
     """The driver's error for a connection libpq found dead."""
     message = pgconn.error_message.decode(encoding, "replace").strip()
-    return psycopg.OperationalError(message or "the connection to the server was lost")
+    return psycopg.OperationalError(message or "the connection to server was lost")
 
 
 def settle(conn: psycopg.Connection) -> None:
@@ -721,6 +721,10 @@ class Reader:
             yield from self._blocks()
         except psycopg.OperationalError as exc:
             pgconn = self.conn.pgconn
+            if self.conn.broken and str(exc) == "the connection is closed":
+                # psycopg's words for a connection that died earlier in this
+                # read (e.g. while a refused COPY was rolled back): say it was lost.
+                exc = _lost_error(pgconn, self.conn.info.encoding)
             if self.committing and (self.conn.closed or pgconn.status == pq.ConnStatus.BAD):
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise CommitUncertain(
@@ -728,7 +732,7 @@ class Reader:
                     f"({self._why_committing()}). It was not run again, so that no write is "
                     "repeated: check what it changed before running it again."
                 ) from exc
-            raise
+            raise exc
 
     def _why_committing(self) -> str:
         if self._text is not None and self._text.may_commit():
