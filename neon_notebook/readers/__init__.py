@@ -24,8 +24,14 @@ so far and the planner's row estimate (one ``EXPLAIN``, only when a callback
 is given); raising from one (KeyboardInterrupt included) cancels the read.
 
 A read is one transaction (or a savepoint inside the caller's): interrupting
-it (KeyboardInterrupt, Jupyter's stop button) cancels the query on the server
-and leaves the connection idle and usable.
+it (KeyboardInterrupt, Jupyter's stop button, ``_thread.interrupt_main()``)
+cancels the query on the server and leaves the connection idle and usable.
+Statements that refuse a transaction block (VACUUM, CREATE DATABASE...) run
+outside one when the connection was idle.  On a pooled connection
+(``conn.pooled``) nothing may outlive the read: a plain ``SET`` runs as ``SET
+LOCAL`` with a :class:`SessionSettingWarning`, other session state is refused
+(:class:`SessionStateRefused`); see "Statements and the pooled endpoint" in
+``TYPES.md``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 How one read goes (all on the caller's connection, one transaction)::
 
     bind params client-side (psycopg's literal quoting)   -> one SQL text
+    lex it (sqltext): refuse COPY FROM STDIN / TO STDOUT; on a pooled
+        connection SET -> SET LOCAL, other session state refused (_guard)
     BEGIN (or SAVEPOINT) + read the output settings         (_Scope; SET LOCAL
                                                               only for odd ones)
     Parse + Describe the text (unnamed statement)           -> column types
