@@ -486,3 +486,17 @@ def test_query_must_be_sql_text(conn, reader):
 def test_readers_exports_the_new_errors():
     assert issubclass(SessionSettingWarning, UserWarning)
     assert readers.SessionStateRefused is SessionStateRefused
+
+
+def test_a_long_parameter_list_is_not_lexed_whole():
+    """Lexing is Python-speed: a plain query's megabytes of bound values are skipped."""
+    from neon_notebook.readers._guard import Text
+
+    big = "select * from t where id = any(array[" + ",".join(map(str, range(200_000))) + "])"
+    started = time.perf_counter()
+    text = Text.of(big)
+    assert time.perf_counter() - started < 0.3
+    assert text.statements[0].first(2) == ("select", "*") and not text.may_commit()
+    # A semicolon or a name the checks need sends it through the lexer.
+    assert len(Text.of("select 1; select 'a;b'").statements) == 2
+    assert Text.of("select pg_advisory_lock(1)").statements[0].has_words("pg_advisory_lock", "(")

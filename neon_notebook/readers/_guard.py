@@ -13,16 +13,20 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 
-from ..sqltext import Statement, Token, statements
+from ..sqltext import Statement, Token, statements, tokens
 from ._errors import SessionSettingWarning, SessionStateRefused, UnsupportedStatement
 
 #: Settings that shape PostgreSQL's text output (lowercase, as SET spells them).
 OUTPUT_SETTINGS = {"timezone", "datestyle", "intervalstyle", "extra_float_digits", "bytea_output"}
 _SESSION_LOCKS = {"pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock",
                   "pg_try_advisory_lock_shared"}
+# Names the checks look for anywhere in a statement (not just its first words).
+_CALLS = re.compile(r"set_config|advisory_lock|\binto\b", re.IGNORECASE)
+_HEAD = 4096  # enough text for the first words past any leading comment
 _DIRECT_HINT = ("run it on the direct endpoint instead: direct=True in the session's reads, "
                 "session.direct() for a connection, or %%sql --direct")
 
@@ -36,6 +40,16 @@ class Text:
 
     @classmethod
     def of(cls, sql: str) -> Text:
+        """The text and its statements; a plain query is not lexed past its first words.
+
+        Lexing costs ~0.6 s per MB in Python, and a bound parameter list can be
+        megabytes: one statement starting with SELECT/WITH/VALUES/TABLE, without
+        a semicolon or a name the checks look for, needs only its first words.
+        """
+        if ";" not in sql and not _CALLS.search(sql):
+            head = tokens(sql[:_HEAD])
+            if head and head[0].value in ("select", "with", "values", "table"):
+                return cls(sql, [Statement(tuple(head[:8]), head[0].start, len(sql))])
         return cls(sql, statements(sql))
 
     def may_commit(self) -> bool:
