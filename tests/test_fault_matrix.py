@@ -17,10 +17,17 @@ only, so a retry may succeed), ``cut_every`` (every new connection), ``wake_fail
 suspension at the phase whose next two wakes fail; at start-up, a suspended
 compute whose next two wakes fail) and ``latency``.
 
+Readers: read_arrow, read_text (COPY's text format), read_pandas, read_polars,
+iter_batches (consumed), to_parquet, rows (several statements: the row path),
+rows_insert (``insert ... returning``), rows_commit (``insert ...; commit; select ...``)
+and sql_magic (``%%sql df`` in an IPython shell).
+
 The default run takes a Latin-square subset (every reader x endpoint x kind once, its
-phase rotated so that every reader x endpoint meets every phase, and every kind every
-phase, plus cells for known weak spots: 113 cells, about a minute); ``pytest -m faults_full`` (or ``NN_FAULTS_FULL=1``) runs the
-whole matrix. A table of cells x outcomes is printed at the end of the module.
+phase rotated so that every reader x endpoint meets every phase and every kind every
+phase, plus cells for known weak spots: 125 cells, about a minute);
+``pytest -m faults_full`` (or ``NN_FAULTS_FULL=1``) runs the whole matrix (600 cells,
+about 5 minutes). A table of cells x outcomes is printed at the end of the run
+(``NN_FAULTS_TABLE=path`` also writes it, with every clear error, to a file).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -45,7 +53,7 @@ from neon_notebook.state import ComputeState
 
 pytestmark = [pytest.mark.pgbouncer, pytest.mark.usefixtures("pgbouncer")]
 
-READERS = ("read_arrow", "read_pandas", "read_polars", "iter_batches", "to_parquet", "rows",
+READERS = ("read_arrow", "read_text", "read_pandas", "read_polars", "iter_batches", "to_parquet", "rows",
            "rows_insert", "rows_commit", "sql_magic")
 WRITERS = ("rows_insert", "rows_commit")  # texts that write: the write must happen at most once
 ENDPOINTS = ("pooled", "direct")
@@ -153,7 +161,7 @@ class Env:
         key = (reader, endpoint)
         if key not in self._offsets:
             c = self.warm
-            relay = fs.CountingRelay(c._pooled_port if endpoint == "pooled" else c._direct_port)
+            relay = fs.CountingRelay(urlsplit(c.pooled_url if endpoint == "pooled" else c.direct_url).port)
             calib = Cell(reader, endpoint, "calibrate", "none")
             session = self.session(c, calib.tag, relay.port, relay.port)
             try:
@@ -174,10 +182,11 @@ class Env:
 
 
 def _url(url: str, port: int | None) -> str:
+    """``url`` with another port (the counting relay's), or as it is."""
     if port is None:
         return url
-    head, _, _ = url.rpartition(":")
-    return f"{head}:{port}/postgres"
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{parts.netloc.rpartition(':')[0]}:{port}"))
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +212,11 @@ class Run:
 
 def _arrow(run: Run) -> list[tuple]:
     return fs.arrow_rows(run.session.read_arrow(run.text, direct=run.cell.direct))
+
+
+def _arrow_text(run: Run) -> list[tuple]:
+    """COPY's text format: the other decoding path (Arrow's CSV reader)."""
+    return fs.arrow_rows(run.session.read_arrow(run.text, direct=run.cell.direct, copy_format="text"))
 
 
 def _pandas(run: Run) -> list[tuple]:
@@ -268,7 +282,7 @@ def _sql_magic(run: Run) -> list[tuple]:
 
 
 READ: dict[str, Callable[[Run], list[tuple]]] = {
-    "read_arrow": _arrow, "read_pandas": _pandas, "read_polars": _polars, "iter_batches": _batches,
+    "read_arrow": _arrow, "read_text": _arrow_text, "read_pandas": _pandas, "read_polars": _polars, "iter_batches": _batches,
     "to_parquet": _parquet, "rows": _rows, "rows_insert": _insert, "rows_commit": _insert,
     "sql_magic": _sql_magic,
 }
