@@ -455,19 +455,36 @@ def test_vacuum_on_pooled_with_schema_says_how(compute, pgbouncer, table):
         s.close()
 
 
-# -- 22: values past Arrow's range name their column ---------------------------------------------
+# -- 22: values past Arrow's range: exact text in read_*, a named error in a fixed stream --------
+
+PAST_RANGE = [
+    ("'294270-01-01 00:00:00.5'::timestamp", "timestamp"),
+    ("'294270-01-01 00:00:00+00'::timestamptz", "timestamptz"),
+    ("make_interval(years => -2, days => 3, hours => 2600000)", "interval"),
+]
 
 
 @pytest.mark.parametrize("copy_format", ["binary", "text"])
-@pytest.mark.parametrize("expr, pgname", [
-    ("'294270-01-01 00:00:00'::timestamp", "timestamp"),
-    ("interval '300 years' * 0 + make_interval(hours => 2600000)", "interval"),
-])
-def test_values_past_arrows_range_name_the_column(conn, expr, pgname, copy_format):
-    with pytest.raises(UnrepresentableValue, match=rf"column 'late' \({pgname}\).*::text"):
-        read_arrow(conn, f"select 1 as a, {expr} as late", copy_format=copy_format)
-    with pytest.raises(UnrepresentableValue, match=r"column 'late'"):
-        read_arrow(conn, f"select 1; select {expr} as late")  # the row path
+@pytest.mark.parametrize("expr, pgname", PAST_RANGE)
+def test_values_past_arrows_range_are_exact_text(conn, expr, pgname, copy_format):
+    conn.execute("set timezone = 'UTC'")
+    query = (f"select i, case when i = 2 then {expr} when i = 3 then null "
+             f"else {expr.replace('294270', '2024').replace('2600000', '5')} end as late "
+             "from generate_series(1, 4) as i")
+    expected = [r[0] for r in conn.execute(f"select late::text from ({query}) q order by i").fetchall()]
+    for text in (query, "select 1; " + query):  # COPY, then the row path
+        with pytest.warns(readers.TypeFallbackWarning, match=rf"column 'late' \({pgname}\).*past Arrow's range"):
+            t = read_arrow(conn, text, copy_format=copy_format)
+        assert t.schema.field("late").type == "string"
+        assert t.column("late").to_pylist() == expected
+    with pytest.warns(readers.TypeFallbackWarning):
+        assert read_pandas(conn, query)["late"].tolist()[1] == expected[1]
+    # A stream whose first batch fixed the type names the column and says what to do.
+    with iter_batches(conn, query, batch_rows=1, copy_format=copy_format) as stream:
+        next(stream)
+        with pytest.raises(UnrepresentableValue, match=rf"column 'late' \({pgname}\).*::text"):
+            list(stream)
+    conn.execute("reset timezone")
     _healthy(conn)
 
 

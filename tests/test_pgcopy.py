@@ -194,11 +194,12 @@ def test_reader_uses_binary_for_common_types_and_text_for_the_rest(conn):
         assert stream.path == "copy text", other
 
 
-def test_timestamp_beyond_arrow_range_is_an_error_not_a_wrong_value(conn):
-    from neon_notebook.readers import UnrepresentableValue
+def test_timestamp_beyond_arrow_range_is_text_not_a_wrong_value(conn):
+    from neon_notebook.readers import TypeFallbackWarning
 
-    with pytest.raises(UnrepresentableValue, match="microsecond range"):
-        read_arrow(conn, "SELECT '294276-12-31 23:59:59'::timestamp AS t")
+    with pytest.warns(TypeFallbackWarning, match="past Arrow's range"):
+        t = read_arrow(conn, "SELECT '294276-12-31 23:59:59'::timestamp AS t")
+    assert t.column("t").to_pylist() == ["294276-12-31 23:59:59"]
     assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is fine
 
 

@@ -66,6 +66,9 @@ from ._stream import (
 )
 from ._types import (
     DATE_INFINITY_DAYS,
+    _fallback,
+    as_pg_text,
+    beyond_arrow,
     DATE_NEG_INFINITY_DAYS,
     TIMESTAMP_INFINITY_US,
     TIMESTAMP_NEG_INFINITY_US,
@@ -124,6 +127,23 @@ def _decide(col: Column, chunks: list[pa.Array]) -> pa.DataType:
 
 def _apply(col: Column, type_: pa.DataType, chunk: pa.Array) -> pa.Array:
     return col.kind.apply(type_, chunk, col.name) if col.kind.deferred else chunk
+
+
+def _warn_text(col: Column) -> None:
+    _fallback(col.name, col.kind.pgname, "it holds values past Arrow's range (see TYPES.md)")
+
+
+def _chunks(col: Column, type_: pa.DataType, block: Block, i: int) -> list[pa.Array]:
+    """Column ``i`` of a block in the column's decided type (text for values past Arrow's range)."""
+    if i in block.text_columns:
+        if type_ != pa.string():
+            raise UnrepresentableValue(
+                f"column {col.name!r} ({col.kind.pgname}) was read as {type_} from its first batch, "
+                "but a later value is past Arrow's range; cast it in SQL (e.g. ::text)")
+        return block.columns[i]
+    if type_ == pa.string() and beyond_arrow(col.kind):
+        return [as_pg_text(col.kind, c) for c in block.columns[i]]
+    return [_apply(col, type_, c) for c in block.columns[i]]
 
 
 def _no_columns(num_rows: int) -> pa.RecordBatch:
@@ -191,6 +211,9 @@ class BatchStream:
         self._types = [
             _decide(col, block.columns[i] if block else []) for i, col in enumerate(cols)
         ]
+        for i in block.text_columns if block else ():
+            _warn_text(cols[i])
+            self._types[i] = pa.string()
         self.schema = pa.schema([_field(c, t) for c, t in zip(cols, self._types)])
 
     def __iter__(self) -> BatchStream:
@@ -217,7 +240,7 @@ class BatchStream:
             return batch
         arrays = []
         for i, (col, type_) in enumerate(zip(cols, self._types)):
-            chunks = [_apply(col, type_, c) for c in block.columns[i]]
+            chunks = _chunks(col, type_, block, i)
             arrays.append(chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks))
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         self.delivered += 1
@@ -304,6 +327,12 @@ def _read_table(
     arrays = []
     fields = []
     for i, col in enumerate(cols):
+        if any(i in b.text_columns for b in blocks):
+            _warn_text(col)
+            type_ = pa.string()
+            arrays.append(pa.chunked_array([c for b in blocks for c in _chunks(col, type_, b, i)], type_))
+            fields.append(_field(col, type_))
+            continue
         chunks = [c for b in blocks for c in b.columns[i]]
         type_ = _decide(col, chunks)
         if views and chunks and not col.kind.deferred:

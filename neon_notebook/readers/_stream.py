@@ -61,7 +61,18 @@ from ..sqltext import end_of_block_comment
 from ._errors import CommitUncertain, OutputSettingChanged, UnrepresentableValue, UnsupportedStatement
 from ._guard import Text, check_copy, for_pooled
 from ._lazy import lazy_module
-from ._types import SETTINGS_READ, Column, TypeResolver, affected_by, output_fixes, us_text
+from ._types import (
+    SETTINGS_READ,
+    TIMESTAMP_INFINITY_US,
+    TIMESTAMP_NEG_INFINITY_US,
+    Column,
+    TypeResolver,
+    affected_by,
+    beyond_arrow,
+    interval_text,
+    output_fixes,
+    timestamp_text,
+)
 
 pc = lazy_module("pyarrow.compute")
 pcsv = lazy_module("pyarrow.csv")
@@ -113,6 +124,9 @@ class Block:
 
     columns: list[list[pa.Array]]
     num_rows: int
+    #: Columns held as PostgreSQL's text in this block: a timestamp or
+    #: interval past its Arrow type's range (the reader decides the column).
+    text_columns: frozenset[int] = frozenset()
 
 
 try:
@@ -436,21 +450,21 @@ class _BlockParser:
                 f"COPY sent {num_rows} rows but {table.num_rows} were parsed"
             )
         escaped = _BACKSLASH.search(raw) is not None  # COPY escapes are rare: spare a scan per column
-        out = []
-        for col, chunked in zip(self.columns, table.columns):
+        out, text = [], set()
+        for i, (col, chunked) in enumerate(zip(self.columns, table.columns)):
             kind = col.kind
             if escaped and pa.types.is_string(chunked.type):
                 chunked = pa.chunked_array(
                     [unescape_copy_text(a) for a in chunked.chunks], pa.string()
                 )
-            with _naming(col):
-                if kind.deferred:
-                    out.append(chunked.chunks)
-                elif typed:
-                    out.append([kind.from_csv(a) for a in chunked.chunks])
-                else:
-                    out.append([kind.from_text(a) for a in chunked.chunks])
-        return Block(out, num_rows)
+            if kind.deferred:
+                out.append(chunked.chunks)
+                continue
+            chunks, as_text = _finish(col, kind.from_csv if typed else kind.from_text, chunked.chunks)
+            out.append(chunks)
+            if as_text:
+                text.add(i)
+        return Block(out, num_rows, frozenset(text))
 
 
 class _BinaryBlockParser:
@@ -485,30 +499,32 @@ class _BinaryBlockParser:
         self.params = bytes(params)
         self._allocate = functools.partial(pa.allocate_buffer, memory_pool=parse_pool())
 
-    def _overflow(self, raw: RawBlock, codes: bytes, message: str) -> UnrepresentableValue:
-        """The error for a value past Arrow's range, naming its column and value.
+    def _past_range(self, raw: RawBlock, codes: bytes) -> tuple[int, list, bytes, dict[int, pa.Array]]:
+        """Decode a block holding a timestamp or interval past Arrow's range.
 
-        The block is decoded again with one timestamp or interval column at a
-        time read as raw bytes: the decode that succeeds names the column.
+        The timestamp and interval columns are decoded as raw bytes first, to
+        find which hold such a value; the block is then decoded with only
+        those as raw bytes, which become PostgreSQL's text.
         """
-        for i, code in enumerate(codes):
-            if code not in b"TI":
-                continue
-            trial = codes[:i] + b"y" + codes[i + 1:]
-            try:
-                _, buffers, _ = _pgcopy.decode(raw, trial, self._allocate, self.params)
-            except OverflowError:
-                continue
-            validity, offsets, values = buffers[i]
-            raw_values = pa.Array.from_buffers(pa.binary(), len(offsets) // 4 - 1, [validity, offsets, values])
-            col = self.columns[i]
-            value = next((_wire_text(code, v) for v in raw_values.to_pylist()
-                          if v is not None and _wire_text(code, v) is not None), None)
-            return UnrepresentableValue(
-                f"column {col.name!r} ({col.kind.pgname}) holds {value}, which is beyond Arrow's "
-                f"range ({message}); cast it in SQL (e.g. ::text) to read it as text"
-            )
-        return UnrepresentableValue(message)
+        suspects = [i for i, c in enumerate(codes) if c in b"TI"]
+        trial = bytes(ord("y") if i in suspects else c for i, c in enumerate(codes))
+        _, buffers, _ = _pgcopy.decode(raw, trial, self._allocate, self.params)
+        raw_columns = {i: self._raw(buffers[i]) for i in suspects}
+        bad = [i for i in suspects if any(_wire_text(codes[i], v, self.columns[i]) is not None
+                                          for v in raw_columns[i] if v is not None)]
+        final = bytes(ord("y") if i in bad else c for i, c in enumerate(codes))
+        rows, buffers, used = _pgcopy.decode(raw, final, self._allocate, self.params)
+        text = {}
+        for i in bad:
+            text[i] = pa.array([None if v is None else _wire_text(codes[i], v, self.columns[i], True)
+                                for v in raw_columns[i]], pa.string())
+        return rows, buffers, used, text
+
+    @staticmethod
+    def _raw(buffers: tuple) -> list[bytes | None]:
+        validity, offsets, values = buffers
+        n = len(offsets) // 4 - 1
+        return pa.Array.from_buffers(pa.binary(), n, [validity, offsets, values]).to_pylist()
 
     def _type(self, i: int, code: int) -> pa.DataType:
         # An 'N' column read as text ('n') in a block holding NaN or Infinity.
@@ -524,14 +540,18 @@ class _BinaryBlockParser:
                 # itself): this block's numerics as text, which Numeric decides.
                 codes = codes.replace(b"N", b"n")
                 rows, buffers, used = _pgcopy.decode(raw, codes, self._allocate, self.params)
-        except OverflowError as ex:
-            raise self._overflow(raw, codes, str(ex)) from None
+            text: dict[int, pa.Array] = {}
+        except OverflowError:
+            rows, buffers, used, text = self._past_range(raw, codes)
         except ValueError as ex:
             raise psycopg.InternalError(f"{ex} (COPY sent {num_rows} rows)") from None
         if rows != num_rows:
             raise psycopg.InternalError(f"COPY sent {num_rows} rows but {rows} were decoded")
         out = []
         for i, (code, (validity, offsets, values)) in enumerate(zip(used, buffers)):
+            if i in text:
+                out.append([text[i]])
+                continue
             if code == ord("V"):  # list<float32>: offsets, and the floats as its child
                 floats = pa.Array.from_buffers(pa.float32(), values.size // 4, [None, values])
                 array = pa.Array.from_buffers(self._types[i], rows, [validity, offsets], children=[floats])
@@ -539,23 +559,24 @@ class _BinaryBlockParser:
                 bufs = [validity] if offsets is None else [validity, offsets]
                 array = pa.Array.from_buffers(self._type(i, code), rows, bufs + [values])
             out.append([array])
-        return Block(out, rows)
+        return Block(out, rows, frozenset(text))
 
 
-def _wire_text(code: int, value: bytes) -> str | None:
-    """A binary timestamp or interval that Arrow cannot hold, as text for a message (else None)."""
-    if code == ord("T"):
-        us = int.from_bytes(value[:8], "big", signed=True)
-        shifted = us + 946_684_800_000_000  # to microseconds since 1970
-        if -(2**63) + 1 < shifted < 2**63 - 1:
-            return None
-        return repr(us_text(us))
+def _wire_text(code: int, value: bytes, col: Column, always: bool = False) -> str | None:
+    """A binary timestamp or interval as PostgreSQL's text: if Arrow cannot hold it, or ``always``."""
     us = int.from_bytes(value[:8], "big", signed=True)
+    if code == ord("T"):
+        if us == 2**63 - 1 or us == -(2**63):  # PostgreSQL's ±infinity
+            return ("infinity" if us > 0 else "-infinity") if always else None
+        shifted = us + 946_684_800_000_000  # to microseconds since 1970
+        if not always and TIMESTAMP_NEG_INFINITY_US < shifted < TIMESTAMP_INFINITY_US:
+            return None
+        return timestamp_text(shifted, col.kind.tz is not None)
+    if not always and abs(us) <= (2**63 - 1) // 1000:
+        return None
     days = int.from_bytes(value[8:12], "big", signed=True)
     months = int.from_bytes(value[12:16], "big", signed=True)
-    if abs(us) <= (2**63 - 1) // 1000:
-        return None
-    return f"an interval of {months} months, {days} days and {us / 3.6e9:,.0f} hours"
+    return interval_text(months, days, us)
 
 
 _BACKSLASH = re.compile(rb"\\")
@@ -581,16 +602,33 @@ def text_block(
     columns: list[Column], values: list[list[bytes | None]], num_rows: int, encoding: str = "utf-8"
 ) -> Block:
     """A block from PostgreSQL text values (the row path)."""
-    out = []
+    out, text = [], set()
     utf8 = encoding in ("utf-8", "utf8")
-    for col, vals in zip(columns, values):
+    for i, (col, vals) in enumerate(zip(columns, values)):
         if utf8:
             arr = pa.array(vals, pa.binary()).cast(pa.string())
         else:
             arr = pa.array([v if v is None else v.decode(encoding) for v in vals], pa.string())
+        if col.kind.deferred:
+            out.append([arr])
+            continue
+        chunks, as_text = _finish(col, col.kind.from_text, [arr])
+        out.append(chunks)
+        if as_text:
+            text.add(i)
+    return Block(out, num_rows, frozenset(text))
+
+
+def _finish(col: Column, convert: Callable[[pa.Array], pa.Array],
+            chunks: list[pa.Array]) -> tuple[list[pa.Array], bool]:
+    """``convert`` applied to a column's text chunks; the text itself (True) past Arrow's range."""
+    try:
         with _naming(col):
-            out.append([arr if col.kind.deferred else col.kind.from_text(arr)])
-    return Block(out, num_rows)
+            return [convert(a) for a in chunks], False
+    except UnrepresentableValue:
+        if not beyond_arrow(col.kind) or not all(pa.types.is_string(a.type) for a in chunks):
+            raise
+        return chunks, True
 
 
 @contextlib.contextmanager

@@ -717,6 +717,54 @@ def us_text(us_since_2000: int) -> str:
     return text + (f".{frac:06d}".rstrip("0") if frac else "") + ("" if y > 0 else " BC")
 
 
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970
+
+
+def beyond_arrow(kind: Kind) -> bool:
+    """Whether a kind's values can fall past its Arrow type's range (then: PostgreSQL's text)."""
+    return isinstance(kind, (Timestamp, Interval))
+
+
+def timestamp_text(us_since_1970: int, tz: bool) -> str:
+    """A timestamp as PostgreSQL prints it in ISO style (timestamptz in UTC, ``+00``)."""
+    if us_since_1970 == TIMESTAMP_INFINITY_US:
+        return "infinity"
+    if us_since_1970 == TIMESTAMP_NEG_INFINITY_US:
+        return "-infinity"
+    text = us_text(us_since_1970 - _PG_EPOCH_US)
+    if not tz:
+        return text
+    return text[:-3] + "+00 BC" if text.endswith(" BC") else text + "+00"
+
+
+def interval_text(months: int, days: int, us: int) -> str:
+    """An interval as PostgreSQL prints it with ``IntervalStyle = postgres`` (EncodeInterval)."""
+    parts: list[str] = []
+    before = False
+    years, mons = int(months / 12), months - int(months / 12) * 12  # C's truncating division
+    for value, unit in ((years, "year"), (mons, "mon"), (days, "day")):
+        if value:
+            sign = "+" if parts and before and value > 0 else ""
+            parts.append(f"{sign}{value} {unit}{'' if value == 1 else 's'}")
+            before = value < 0
+    if not parts or us:
+        sign = "-" if us < 0 else ("+" if before else "")
+        secs, frac = divmod(abs(us), 1_000_000)
+        clock = f"{sign}{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
+        parts.append(clock + (f".{frac:06d}".rstrip("0") if frac else ""))
+    return " ".join(parts)
+
+
+def as_pg_text(kind: Kind, arr: pa.Array) -> pa.Array:
+    """Timestamp or interval values (in range) as the text :func:`timestamp_text`/:func:`interval_text` give."""
+    if isinstance(kind, Timestamp):
+        tz = kind.tz is not None
+        values = arr.cast(pa.int64()).to_pylist()
+        return pa.array([None if v is None else timestamp_text(v, tz) for v in values], pa.string())
+    return pa.array([None if v is None else interval_text(v.months, v.days, v.nanoseconds // 1000)
+                     for v in arr.to_pylist()], pa.string())
+
+
 def _validity_buffer(valid: pa.Array) -> pa.Buffer | None:
     """A validity bitmap for ``valid`` (a boolean array), or None if all valid."""
     if pc.all(valid).as_py() is not False:
