@@ -2,8 +2,8 @@
 
     psycopg.DataError
      ├── UnrepresentableValue   a value cannot be held exactly by the column's
-     │                          Arrow type (fixed by a stream's first batch, or
-     │                          past Arrow's range); names the column
+     │                          Arrow type, fixed by a stream's first batch;
+     │                          names the column
      └── OutputSettingChanged   the query text set an output format (e.g.
                                 extra_float_digits = 0) in which a column's
                                 text cannot be read exactly
