@@ -38,7 +38,7 @@ QUERIES = (
     "select * from soak_items where i <= 1500",
     "select * from soak_items where i % 3 = 0",
 )
-READERS = ("read_arrow", "read_pandas", "read_polars", "iter_batches", "to_parquet", "rows")
+READERS = ("read_arrow", "read_text", "read_pandas", "read_polars", "iter_batches", "to_parquet", "rows")
 FAULTS = ("suspend", "crash", "cut", "latency", "wake_fail")
 
 SCHEMA = f"""
@@ -102,22 +102,25 @@ class Soak:
         self.expected = {q: (len(rows), checksum(rows)) for q, rows in self.oracle.items()}
 
     # -- readers --------------------------------------------------------------------------
-    def _read(self, reader: str, query: str, direct: bool, rng: random.Random) -> tuple[list, bool]:
-        """Rows of one read and whether they came as a stream (iter_batches)."""
+    def _read(self, reader: str, query: str, direct: bool, rng: random.Random) -> list[tuple]:
+        """The rows of one read by ``reader``."""
         s = self.session
         text = query + " order by i"
         if reader == "read_arrow":
-            return [tuple(r.values()) for r in s.read_arrow(text, direct=direct, progress=False).to_pylist()], False
+            return [tuple(r.values()) for r in s.read_arrow(text, direct=direct, progress=False).to_pylist()]
+        if reader == "read_text":  # COPY's text format
+            table = s.read_arrow(text, direct=direct, progress=False, copy_format="text")
+            return [tuple(r.values()) for r in table.to_pylist()]
         if reader == "read_pandas":
-            return _frame_rows(s.read_pandas(text, direct=direct, progress=False)), False
+            return _frame_rows(s.read_pandas(text, direct=direct, progress=False))
         if reader == "read_polars":
-            return s.read_polars(text, direct=direct, progress=False).rows(), False
+            return s.read_polars(text, direct=direct, progress=False).rows()
         if reader == "iter_batches":
             rows = []
             for batch in s.iter_batches(text, batch_rows=rng.choice((500, 5000, 100_000)), direct=direct,
                                         progress=False):
                 rows.extend(tuple(r.values()) for r in batch.to_pylist())
-            return rows, True
+            return rows
         if reader == "to_parquet":
             import pyarrow.parquet as pq
 
@@ -132,10 +135,10 @@ class Soak:
             path.unlink()
             if n != len(rows):
                 self._record(self.wrong, f"to_parquet said {n} rows, the file holds {len(rows)}")
-            return rows, False
+            return rows
         # the row path: several statements
         return [tuple(r.values()) for r in s.read_arrow("select 1 as warmup; " + text, direct=direct,
-                                                        progress=False).to_pylist()], False
+                                                        progress=False).to_pylist()]
 
     def _record(self, where: list[str], what: str) -> None:
         with self.lock:
@@ -149,7 +152,7 @@ class Soak:
             with self.lock:
                 self.reads["attempted"] += 1
             try:
-                rows, streamed = self._read(reader, query, direct, rng)
+                rows = self._read(reader, query, direct, rng)
             except Exception as exc:
                 self._error(exc, label, "read")
                 continue
