@@ -242,6 +242,7 @@ class Session:
         """
         from . import readers
 
+        path = readers.parquet_target(path)  # before connecting: a bad path costs no wake-up
         return self._read(lambda conn, p: readers.to_parquet(conn, sql, path, params, progress=p, **options),
                           direct, progress, lambda rows: rows)
 

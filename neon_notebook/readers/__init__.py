@@ -378,6 +378,22 @@ def read_polars(
     return to_polars(table)
 
 
+def parquet_target(path: str | os.PathLike[str]) -> str:
+    """``path`` with ``~`` expanded, checked before any query runs (a bad path should not cost a read).
+
+    Raises ``FileNotFoundError`` when its directory is missing and
+    ``IsADirectoryError`` when ``path`` is a directory.
+    """
+    path = os.path.expanduser(os.fspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory: give a file name for the Parquet file")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"the directory {folder} does not exist: create it first "
+                                f"(os.makedirs) or choose another path for the Parquet file")
+    return path
+
+
 def to_parquet(
     conn: psycopg.Connection,
     query: Query,
@@ -398,7 +414,7 @@ def to_parquet(
     """
     import pyarrow.parquet as pq
 
-    path = os.fspath(path)
+    path = parquet_target(path)
     partial = path + ".partial"
     writer = None
     rows = 0
