@@ -191,7 +191,11 @@ class Session:
                     self._connection_lost(exc)
                 raise
             else:
-                self._set_state(ComputeState.ACTIVE)
+                if conn.broken:  # lost once the work was done (a read's COMMIT answer, when it wrote nothing)
+                    message = conn.pgconn.error_message.decode(errors="replace").strip()
+                    self._connection_lost(psycopg.OperationalError(message or "the connection to server was lost"))
+                else:
+                    self._set_state(ComputeState.ACTIVE)
 
     def _connection_lost(self, exc: BaseException) -> None:
         """A connection died under us: a transient cause means the compute suspended."""

@@ -19,6 +19,7 @@ import psycopg
 ROWS = 5000  # rows of fault_items; ~300 kB of COPY data, one block for whole reads
 WRITE_ROWS = 200  # rows one write cell inserts
 GATE_KEY = 4242  # the advisory lock fault_gate waits on
+PROBE_COLUMN = b"neon_notebook_wrote_nothing"  # the readers' probe before their COMMIT
 
 SCHEMA = f"""
 create table if not exists fault_items (
@@ -270,7 +271,8 @@ def phase_offsets(trace: Trace) -> dict[str, int]:
     Describe (or, on the row path, to the ROLLBACK after the COPY attempt's refused
     Parse, or to the text itself when there was no such attempt); before_first_row: right after the result's header (CopyOutResponse or
     the main RowDescription); mid_stream: half-way through the data rows;
-    before_complete: inside the last CommandComplete (the read's COMMIT).
+    before_complete: inside the last CommandComplete (the read's COMMIT, after the probe's
+    answer when the readers sent one).
     """
     msgs = trace.messages()
     assert msgs and sum(m.end - m.start for m in msgs) == len(trace.data), "unparsable trace"
@@ -278,7 +280,10 @@ def phase_offsets(trace: Trace) -> dict[str, int]:
     key = next(m for m in msgs[:first_z] if m.type == "K")
     rest = msgs[first_z + 1:]
     data_types = {"d", "D"}
-    last_data = max(i for i, m in enumerate(rest) if m.type in data_types)
+    # The probe sent with the read's COMMIT (did it write?) has a row of its own: not the result's.
+    probe = next((i for i, m in enumerate(rest) if m.type == "T" and PROBE_COLUMN in trace.data[m.start:m.end]),
+                 len(rest))
+    last_data = max(i for i, m in enumerate(rest[:probe]) if m.type in data_types)
     # the main result's rows: the run of data messages ending at last_data
     first_data = last_data
     while first_data > 0 and rest[first_data - 1].type in data_types:

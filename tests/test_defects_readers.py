@@ -15,6 +15,7 @@ import warnings
 
 import pandas as pd
 import psycopg
+import pyarrow as pa
 import pytest
 
 import neon_notebook as nn
@@ -517,3 +518,149 @@ def test_a_long_parameter_list_is_not_lexed_whole():
     # A semicolon or a name the checks need sends it through the lexer.
     assert len(Text.of("select 1; select 'a;b'").statements) == 2
     assert Text.of("select pg_advisory_lock(1)").statements[0].has_words("pg_advisory_lock", "(")
+
+
+# -- 3 (follow-up): a read that wrote nothing is whole when its COMMIT's answer is lost ----------
+# The read's COMMIT goes in one message with a probe of whether the transaction was given an
+# xid; a cut after the probe's answer loses only the COMMIT's own answer.
+
+#: What the server sends for the COMMIT: CommandComplete("COMMIT") and ReadyForQuery.
+COMMIT_ANSWER = (1 + 4 + len(b"COMMIT\0")) + (1 + 4 + 1)
+#: The probe's result before it: RowDescription (one bool column), DataRow, CommandComplete("SELECT 1").
+PROBE_ANSWER = (1 + 4 + 2 + len(b"neon_notebook_wrote_nothing\0") + 18) + (1 + 4 + 2 + 4 + 1) + (1 + 4 + 9)
+
+
+@pytest.fixture
+def cutting(compute, pgbouncer):
+    yield compute
+    compute.cut_after(None)
+
+
+def _cut_read(compute, endpoint: str, read, back: int = COMMIT_ANSWER - 1):
+    """``read(session)`` on a fresh session, clean (its bytes counted); then on another fresh
+    session whose connection is cut ``back`` bytes before the end (default: inside the COMMIT's
+    answer), every new connection alike, so a retry would be cut too.
+
+    Returns the clean result, the cut run's result (or its exception), its session (open) and
+    how many connections were cut."""
+    direct = endpoint == "direct"
+    compute.cut_after(1 << 40, endpoint=endpoint)  # counts, never cuts
+    before = compute.tapped_bytes
+    with nn.connect(compute.pooled_url, direct_url=compute.direct_url, suspend_after=None) as s:
+        clean = read(s, direct)
+    total = compute.tapped_bytes - before
+    compute.cut_after(total - back, endpoint=endpoint)
+    cuts = compute.cuts
+    s = nn.connect(compute.pooled_url, direct_url=compute.direct_url, suspend_after=None)
+    try:
+        outcome = read(s, direct)
+    except Exception as exc:
+        outcome = exc
+    compute.cut_after(None)
+    return clean, outcome, s, compute.cuts - cuts
+
+
+_ITEMS = "select i, md5(i::text) as m, i * 0.5 as f from generate_series(1, 3000) as i"
+
+
+def _batches(s, direct):
+    return pa.Table.from_batches(list(s.iter_batches(_ITEMS, batch_rows=500, direct=direct, progress=False)))
+
+
+def _parquet(path):
+    def read(s, direct):
+        import pyarrow.parquet as pq
+
+        assert s.to_parquet(_ITEMS, path, direct=direct, progress=False) == 3000
+        assert not path.with_name(path.name + ".partial").exists()
+        return pq.read_table(path)
+
+    return read
+
+
+@pytest.mark.parametrize("endpoint", ["pooled", "direct"])
+@pytest.mark.parametrize("reader", ["copy", "copy_text", "rows", "iter_batches", "to_parquet"])
+def test_a_read_whose_commit_answer_is_lost_is_whole(cutting, endpoint, reader, tmp_path):
+    read = {
+        "copy": lambda s, direct: s.read_arrow(_ITEMS, direct=direct, progress=False),
+        "copy_text": lambda s, direct: s.read_arrow(_ITEMS, direct=direct, progress=False, copy_format="text"),
+        "rows": lambda s, direct: s.read_arrow("select 1 as w; " + _ITEMS, direct=direct, progress=False),
+        "iter_batches": _batches,
+        "to_parquet": _parquet(tmp_path / "out.parquet"),
+    }[reader]
+    clean, outcome, s, cuts = _cut_read(cutting, endpoint, read)
+    try:
+        assert cuts == 1
+        assert isinstance(outcome, pa.Table), f"the read failed: {outcome!r}"
+        assert clean.num_rows == 3000 and outcome.equals(clean)
+        # The session saw its connection die; the pool dropped it; the next read works.
+        assert s.state is nn.ComputeState.SUSPENDED
+        assert all(p["in_use"] == 0 and p["idle"] == 0 for p in s.pool_stats().values())
+        assert s.read_arrow("select 1 as x", direct=endpoint == "direct", progress=False).num_rows == 1
+        assert s.state is nn.ComputeState.ACTIVE and s.last_error is None
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("endpoint", ["pooled", "direct"])
+@pytest.mark.parametrize("path", ["rows", "copy"])
+def test_a_read_that_wrote_is_not_rerun_when_its_commit_answer_is_lost(cutting, direct_url, table, endpoint,
+                                                                       path):
+    with _connect(direct_url) as admin:
+        admin.execute(f"create function {table}_put(v int) returns int volatile language sql "
+                      f"as 'insert into {table} values (v) returning i'")
+    text = {"rows": f"insert into {table} values (%s) returning i", "copy": f"select {table}_put(%s) as i"}[path]
+    values = iter([4, 5])  # the same length on the wire: the cut lands at the same place
+    try:
+        clean, outcome, s, cuts = _cut_read(cutting, endpoint, lambda s, direct: s.read_arrow(
+            text, [next(values)], direct=direct, progress=False))
+        s.close()
+        assert clean.column("i").to_pylist() == [4]
+        assert isinstance(outcome, CommitUncertain), outcome
+        assert "not run again" in str(outcome) and "COMMIT had been sent" in str(outcome)
+        assert cuts == 1  # one attempt: a retry's connection would have been cut too
+        with _connect(direct_url) as admin:
+            assert admin.execute(f"select count(*) from {table} where i = 5").fetchone()[0] in (0, 1)
+    finally:
+        with _connect(direct_url) as admin:
+            admin.execute(f"drop function {table}_put(int)")
+
+
+@pytest.mark.parametrize("endpoint", ["pooled", "direct"])
+def test_a_read_whose_probe_answer_is_lost_stays_uncertain(cutting, endpoint):
+    """Cut inside the probe's own answer: whether the text wrote is not known, so CommitUncertain."""
+    clean, outcome, s, cuts = _cut_read(cutting, endpoint, lambda s, direct: s.read_arrow(
+        _ITEMS, direct=direct, progress=False), back=COMMIT_ANSWER + PROBE_ANSWER - 3)
+    s.close()
+    assert clean.num_rows == 3000
+    assert isinstance(outcome, CommitUncertain) and cuts == 1
+
+
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_commit_with_probe_on_a_plain_connection(cutting, autocommit):
+    """The readers' own API: BEGIN ... COMMIT (autocommit) or psycopg's implicit transaction."""
+    def run(cut: int | None):
+        cutting.cut_after(cut if cut is not None else 1 << 40, endpoint="direct")
+        before = cutting.tapped_bytes
+        c = _connect(cutting.direct_url, autocommit=autocommit)
+        t = read_arrow(c, _ITEMS)
+        return c, t, cutting.tapped_bytes - before
+
+    c, clean, total = run(None)
+    assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # psycopg agrees
+    _healthy(c)
+    assert read_arrow(c, "select txid_current() as x").num_rows == 1  # a write, probed, committed
+    c.close()
+    c, t, _ = run(total - COMMIT_ANSWER + 1)
+    assert t.equals(clean) and c.broken
+    c.close()
+
+
+@pytest.mark.parametrize("endpoint", ["pooled", "direct"])
+def test_a_read_that_notifies_is_not_probed(cutting, endpoint):
+    """NOTIFY takes its xid at COMMIT (the probe would say "nothing written"): uncertain, as before."""
+    clean, outcome, s, cuts = _cut_read(cutting, endpoint, lambda s, direct: s.read_arrow(
+        "select pg_notify('nn_probe', 'x') as n", direct=direct, progress=False), back=COMMIT_ANSWER - 1)
+    s.close()
+    assert clean.num_rows == 1
+    assert isinstance(outcome, CommitUncertain) and cuts == 1

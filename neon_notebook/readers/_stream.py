@@ -13,7 +13,8 @@ How one read goes (all on the caller's connection, one transaction)::
         (or COPY's text format, when a column's type has no binary decoder)
         rows gathered into blocks (batch_rows / batch_bytes); each block is
         decoded on a worker thread while the next block is read from the socket
-    COMMIT (or RELEASE + settings restored)
+    SELECT <no xid assigned?>; COMMIT  (one message: a lost COMMIT answer
+        is harmless when nothing was written)   (or RELEASE + settings restored)
 
 Statements COPY cannot wrap (SHOW, EXPLAIN, utility statements, several
 statements, INSERT ... RETURNING) take the row path: the same scope and
@@ -116,6 +117,8 @@ BINARY_COPY = True
 NATIVE_RECEIVE = True
 _COPYABLE_FIRST_WORDS = {"select", "with", "values", "table"}
 _SAVEPOINT = "neon_notebook_read"
+# The column of the probe sent with the read's COMMIT (see _Scope._commit_probed).
+_PROBE_COLUMN = "neon_notebook_wrote_nothing"
 
 
 @dataclass
@@ -296,9 +299,15 @@ class _Scope:
     changed, with ``SET LOCAL`` (see :func:`output_fixes`).
     """
 
-    def __init__(self, conn: psycopg.Connection, on_commit: Callable[[], None] | None = None):
+    def __init__(self, conn: psycopg.Connection, on_commit: Callable[[], None] | None = None,
+                 probe: bool = False):
         self.conn = conn
         self.on_commit = on_commit  # told just before the COMMIT is sent
+        # Ask, in the COMMIT's own message, whether the transaction wrote (see _commit_probed);
+        # only for texts that do not end the transaction themselves.
+        self.probe = probe and conn.info.server_version >= 100000
+        #: True once the server said the transaction was given no transaction id (it wrote nothing).
+        self.wrote_nothing = False
         self.mode = ""
         self.settings: dict[str, str] = {}
         self._restore: dict[str, str] = {}
@@ -349,7 +358,9 @@ class _Scope:
         cur = conn.cursor()
         if commit and self.mode != "savepoint" and self.on_commit is not None:
             self.on_commit()
-        if self.mode == "begin":
+        if commit and self.probe and self.mode in ("begin", "implicit"):
+            self._commit_probed()
+        elif self.mode == "begin":
             cur.execute(b"COMMIT" if commit else b"ROLLBACK", prepare=False)
         elif self.mode == "implicit":
             conn.commit() if commit else conn.rollback()
@@ -364,6 +375,59 @@ class _Scope:
                     prepare=False,
                 )
             cur.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}".encode(), prepare=False)
+
+    def _commit_probed(self) -> None:
+        """COMMIT, preceded in the same message by a probe: was the transaction given an xid?
+
+        PostgreSQL gives a transaction an id at its first write; without one it
+        wrote nothing, so once the probe's answer is in the COMMIT's fate does not
+        matter: if its answer is lost with the connection, the read is whole
+        (``wrote_nothing``) and the connection is left broken for its pool to drop.
+        Otherwise a lost answer raises the driver's error (the reader reports it
+        as :class:`CommitUncertain`).  No extra round trip.
+        """
+        conn = self.conn
+        pgconn = conn.pgconn
+        try:
+            with conn.lock:  # driven on libpq: waits in slices, so an interrupt is handled
+                error = self._send_probed()
+        except BaseException:
+            settle(conn)  # an interrupt: read the COMMIT's answer, the connection stays usable
+            raise
+        if pgconn.status == pq.ConnStatus.BAD:
+            if self.wrote_nothing:
+                return
+            raise error if isinstance(error, psycopg.OperationalError) else _lost_error(pgconn, conn.info.encoding)
+        if error is not None:
+            if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+                conn.rollback()
+            raise error
+
+    def _send_probed(self) -> psycopg.Error | None:
+        """Send the probe and the COMMIT; read their results, one by one; the first error met."""
+        conn = self.conn
+        pgconn = conn.pgconn
+        enc = conn.info.encoding
+        # pg_current_xact_id_if_assigned() from PostgreSQL 13 (Neon runs 14+); its old name before.
+        xid = "pg_current_xact_id_if_assigned" if conn.info.server_version >= 130000 \
+            else "txid_current_if_assigned"
+        pgconn.send_query(f"SELECT {xid}() IS NULL AS {_PROBE_COLUMN}; COMMIT".encode())
+        error: psycopg.Error | None = None
+        try:
+            _flush(pgconn)
+            while True:
+                while pgconn.is_busy():
+                    _wait_readable(pgconn)
+                res = pgconn.get_result()
+                if res is None:
+                    return error
+                if res.status == pq.ExecStatus.TUPLES_OK and res.nfields == 1 \
+                        and res.fname(0) == _PROBE_COLUMN.encode():
+                    self.wrote_nothing = res.ntuples == 1 and res.get_value(0, 0) == b"t"
+                elif res.status == pq.ExecStatus.FATAL_ERROR and error is None:
+                    error = pgerrors.error_from_result(res, encoding=enc)
+        except psycopg.OperationalError as exc:  # the connection was lost
+            return error or exc
 
 
 # ---------------------------------------------------------------------------
@@ -808,7 +872,7 @@ class Reader:
     def _copy_blocks(self, text: str) -> Iterator[Block]:
         conn = self.conn
         enc = conn.info.encoding
-        with _Scope(conn, self._committed) as scope:
+        with _Scope(conn, self._committed, self._probe()) as scope:
             fields = self._describe(text.encode(enc))
             if not fields:
                 raise _NotCopyable("no columns")
@@ -994,13 +1058,23 @@ class Reader:
     def _committed(self) -> None:
         self.committing = True
 
+    def _probe(self) -> bool:
+        """Whether the read's COMMIT may ask if the transaction wrote (see ``_Scope._commit_probed``).
+
+        Not for a text that ends the transaction itself (what it committed is
+        out of the probe's sight), nor for one that may NOTIFY (a notification
+        is sent at COMMIT without the transaction having written anything).
+        """
+        text = self._text
+        return text is not None and not text.may_commit() and "notify" not in text.sql.lower()
+
     def _row_blocks(self, text: str) -> Iterator[Block]:
         conn = self.conn
         self.path = "rows"
         data = text.encode(conn.info.encoding)
         mode = ""
         try:
-            with _Scope(conn, self._committed) as scope:
+            with _Scope(conn, self._committed, self._probe()) as scope:
                 mode = scope.mode
                 if self._text is not None and self._text.may_commit():
                     self.committing = True
