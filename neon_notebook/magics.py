@@ -204,6 +204,11 @@ def error_lines(exc: BaseException, cell: str, placeholders: list[Placeholder],
     code = f" (SQLSTATE {diag.sqlstate})" if diag.sqlstate else ""
     lines = [f"{severity}:  {primary}{code}"]
     position = int(diag.statement_position or 0)
+    edits = getattr(exc, "_nn_edits", ())  # the readers' rewrites of the bound text (SET -> SET LOCAL)
+    if position and edits:
+        from .readers._guard import original_position
+
+        position = original_position(position, edits)
     offset = cell_offset(position, placeholders, params) if position else -1
     if 0 <= offset <= len(cell):  # a position past the cell is in a text the readers rewrote: no caret
         line_start = cell.rfind("\n", 0, offset) + 1

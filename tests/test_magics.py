@@ -411,3 +411,18 @@ def test_a_position_past_the_cell_shows_no_caret(direct_url):
     lines = error_lines(caught.value, "select nope", [], None)
     assert lines[0] == 'ERROR:  column "nope" does not exist (SQLSTATE 42703)'
     assert not any(line.startswith("LINE") or line.strip() == "^" for line in lines)
+
+
+@pytest.mark.parametrize("cell", [
+    "set search_path = public; select nope_col from (select 1) s",
+    # several rewrites (SET SESSION x -> SET LOCAL x is shorter), a parameter between them
+    "set session work_mem = '8MB';\nset search_path = public; select :value as v,\n  nope_col from (select 1) s",
+])
+def test_error_caret_after_a_set_the_pooled_endpoint_rewrote(shell, magics, capsys, pgbouncer, cell):
+    """On the pooled endpoint SET runs as SET LOCAL: the server's positions are mapped back to the cell."""
+    shell.run_line_magic("neon", "connect")
+    shell.user_ns["value"] = "a'b"
+    result, out = run(shell, capsys, "%%sql\n" + cell)
+    assert isinstance(result.error_in_exec, CellError)
+    assert "SET LOCAL" in out  # the rewrite happened (its warning is shown)
+    assert caret_target(out).startswith("nope_col"), out

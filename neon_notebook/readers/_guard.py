@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Sequence, Tuple
 
 from ..sqltext import Statement, Token, statements, tokens
 from ._errors import SessionSettingWarning, SessionStateRefused, UnsupportedStatement
@@ -84,17 +85,41 @@ def check_copy(text: Text) -> None:
                 "(e.g. read_arrow(\"select * from t\")) and it is streamed with COPY.")
 
 
-def for_pooled(text: Text) -> str:
-    """The text made safe for a pooler's shared server connection (see the module's docstring)."""
-    edits: list[tuple[int, int, str]] = []  # (start, end, replacement)
+#: ``(start, end, replacement)``: ``sql[start:end]`` replaced, in the original text's offsets.
+Edit = Tuple[int, int, str]
+
+
+def for_pooled(text: Text) -> list[Edit]:
+    """The edits making the text safe for a pooler's shared server connection, in order
+    (see the module's docstring); raises :class:`SessionStateRefused` for what cannot be."""
+    edits: list[Edit] = []
     for st in text.statements:
         edit = _check_statement(st)
         if edit is not None:
             edits.append(edit)
-    sql = text.sql
+    return edits
+
+
+def apply_edits(sql: str, edits: Sequence[Edit]) -> str:
+    """``sql`` with ``edits`` (in order, not overlapping) made."""
     for start, end, replacement in reversed(edits):
         sql = sql[:start] + replacement + sql[end:]
     return sql
+
+
+def original_position(position: int, edits: Sequence[Edit]) -> int:
+    """A 1-based position in the edited text, as a position in the text before ``edits``.
+
+    A position inside a replacement maps to the replaced text's start.
+    """
+    target, shift = position - 1, 0  # shift: edited offset minus original offset, so far
+    for start, end, replacement in edits:
+        if target < start + shift:
+            break
+        if target < start + shift + len(replacement):
+            return start + 1
+        shift += len(replacement) - (end - start)
+    return target - shift + 1
 
 
 def _check_statement(st: Statement) -> tuple[int, int, str] | None:

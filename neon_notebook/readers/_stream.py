@@ -60,7 +60,7 @@ from psycopg import pq, sql
 
 from ..sqltext import end_of_block_comment
 from ._errors import CommitUncertain, OutputSettingChanged, UnrepresentableValue, UnsupportedStatement
-from ._guard import Text, check_copy, for_pooled
+from ._guard import Text, apply_edits, check_copy, for_pooled
 from ._lazy import lazy_module
 from ._types import (
     SETTINGS_READ,
@@ -762,6 +762,7 @@ class Reader:
         self.committing = False
         self._text: Text | None = None
         self._bare = False  # the text ran outside a transaction block
+        self._edits: list[tuple[int, int, str]] = []  # the pooled endpoint's rewrites (SET -> SET LOCAL)
         self._last_progress = 0.0
 
     # -- helpers -------------------------------------------------------------
@@ -820,10 +821,16 @@ class Reader:
 
     # -- the two paths -------------------------------------------------------
     def blocks(self) -> Iterator[Block]:
-        """The result's blocks; a lost connection after a possible commit raises :class:`CommitUncertain`."""
+        """The result's blocks; a lost connection after a possible commit raises :class:`CommitUncertain`.
+
+        A server error of a text the readers rewrote carries the edits as
+        ``exc._nn_edits`` (``(start, end, replacement)`` in the bound text), so
+        that its position can be mapped back (``_guard.original_position``).
+        """
         try:
             yield from self._blocks()
         except psycopg.OperationalError as exc:
+            self._note_edits(exc)
             pgconn = self.conn.pgconn
             if self.conn.broken and str(exc) == "the connection is closed":
                 # psycopg's words for a connection that died earlier in this
@@ -837,6 +844,13 @@ class Reader:
                     "repeated: check what it changed before running it again."
                 ) from exc
             raise exc
+        except psycopg.Error as exc:
+            self._note_edits(exc)
+            raise
+
+    def _note_edits(self, exc: psycopg.Error) -> None:
+        if self._edits:
+            exc._nn_edits = tuple(self._edits)
 
     def _why_committing(self) -> str:
         if self._text is not None and self._text.may_commit():
@@ -850,9 +864,9 @@ class Reader:
         text = Text.of(bind(conn, self.query, self.params))
         check_copy(text)
         if getattr(conn, "pooled", False):
-            rewritten = for_pooled(text)
-            if rewritten != text.sql:
-                text = Text.of(rewritten)
+            self._edits = for_pooled(text)
+            if self._edits:
+                text = Text.of(apply_edits(text.sql, self._edits))
         self._text = text
         text = text.sql
         if _first_word(text) in _COPYABLE_FIRST_WORDS:
