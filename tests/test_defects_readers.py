@@ -664,3 +664,24 @@ def test_a_read_that_notifies_is_not_probed(cutting, endpoint):
     s.close()
     assert clean.num_rows == 1
     assert isinstance(outcome, CommitUncertain) and cuts == 1
+
+
+@pytest.mark.parametrize("endpoint", ["pooled", "direct"])
+def test_a_read_whose_backend_ended_before_its_commit_is_retried(compute, pgbouncer, endpoint):
+    """The rows all arrived, the server ended the backend while the client still read them: the
+    COMMIT was never sent, so nothing committed and the read is retried (no CommitUncertain)."""
+    killed = []
+
+    def kill_once(rows, nbytes, estimate):
+        if not killed:
+            with _connect(compute.direct_url) as admin:
+                killed.extend(admin.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity where query like "
+                    "'%ended_before_commit%' and pid <> pg_backend_pid()").fetchall())
+            time.sleep(0.2)
+
+    with nn.connect(compute.pooled_url, direct_url=compute.direct_url, suspend_after=None) as s:
+        t = s.read_arrow("select i /* ended_before_commit */ from generate_series(1, 10) as i",
+                         direct=endpoint == "direct", progress=kill_once)
+    assert killed == [(True,)]
+    assert t.column("i").to_pylist() == list(range(1, 11))

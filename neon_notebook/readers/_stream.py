@@ -247,6 +247,18 @@ def _flush(pgconn: pq.abc.PGconn) -> None:
         select.select([], [pgconn.socket], [], WAIT_SLICE_S)
 
 
+def _closed_by_server(pgconn: pq.abc.PGconn) -> bool:
+    """Whether the server has already closed the connection (what it sent is read, without waiting)."""
+    for _ in range(4):  # the FATAL message, then the end of the stream
+        if pgconn.status == pq.ConnStatus.BAD or not select.select([pgconn.socket], [], [], 0)[0]:
+            break
+        try:
+            pgconn.consume_input()
+        except psycopg.OperationalError:
+            break
+    return pgconn.status == pq.ConnStatus.BAD
+
+
 def _lost_error(pgconn: pq.abc.PGconn, encoding: str) -> psycopg.OperationalError:
     """The driver's error for a connection libpq found dead."""
     message = pgconn.error_message.decode(encoding, "replace").strip()
@@ -356,8 +368,13 @@ class _Scope:
         if conn.closed:
             return
         cur = conn.cursor()
-        if commit and self.mode != "savepoint" and self.on_commit is not None:
-            self.on_commit()
+        if commit and self.mode != "savepoint":
+            if _closed_by_server(conn.pgconn):
+                # Ended before the COMMIT was sent (a suspension while the client
+                # was still reading the rows): the transaction rolled back.
+                raise _lost_error(conn.pgconn, conn.info.encoding)
+            if self.on_commit is not None:
+                self.on_commit()
         if commit and self.probe and self.mode in ("begin", "implicit"):
             self._commit_probed()
         elif self.mode == "begin":
