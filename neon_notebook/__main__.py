@@ -8,6 +8,8 @@ import signal
 import sys
 import threading
 
+from .durations import is_seconds
+
 
 def _local(args: argparse.Namespace) -> int:
     from .local import LocalCompute
@@ -36,7 +38,7 @@ def _seconds(*, zero: bool):
             value = float(text)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        if not is_seconds(value, positive=not zero):
             raise argparse.ArgumentTypeError(
                 f"must be a number of seconds {'>=' if zero else '>'} 0, not {text!r}")
         return value

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import re
 import socket
 import time
 from typing import Any, Callable
@@ -35,7 +34,6 @@ REFUSED_WINDOW = 3.0
 #: The same for Neon hosts, whose proxy never refuses: a refusal there is a
 #: firewall or a wrong port, but a network blip deserves a little more patience.
 NEON_REFUSED_WINDOW = 15.0
-_REFUSED = re.compile(r"connection refused", re.IGNORECASE)
 
 
 class NeonConnection(psycopg.Connection):
@@ -123,7 +121,6 @@ def open_connection(
     kwargs: dict[str, Any] = {"autocommit": False}
     if endpoint.pooled:
         kwargs["prepare_threshold"] = None
-    refused = _RefusedWindow(endpoint)
 
     def attempt(timeout: float) -> NeonConnection:
         nonlocal addresses
@@ -135,16 +132,11 @@ def open_connection(
         overrides: dict[str, Any] = {"connect_timeout": timeout}
         if hostaddr is not None:
             overrides["hostaddr"] = hostaddr
-        try:
-            conn = NeonConnection.connect(endpoint.conninfo(**overrides), **kwargs)
-        except psycopg.OperationalError as exc:
-            refused.check(exc)
-            raise
-        refused.reset()
-        return conn
+        return NeonConnection.connect(endpoint.conninfo(**overrides), **kwargs)
 
     conn = retry_call(attempt, deadline=deadline, attempt_timeout=settings.connect_timeout,
-                      on_retry=on_retry, attempts=attempts, secrets=endpoint.secrets)
+                      on_retry=on_retry, attempts=attempts, secrets=endpoint.secrets,
+                      give_up=_RefusedWindow(endpoint).check)
     conn.pooled = endpoint.pooled
     pairs = _session_settings(settings)
     if pairs and endpoint.pooled:
@@ -169,12 +161,9 @@ class _RefusedWindow:
         self.window = NEON_REFUSED_WINDOW if endpoint.is_neon else REFUSED_WINDOW
         self.since: float | None = None
 
-    def reset(self) -> None:
-        self.since = None
-
-    def check(self, exc: BaseException) -> None:
+    def check(self, exc: BaseException, verdict: Verdict) -> None:
         """Raise ``PermanentConnectError`` when ``exc`` is a refusal ending the window."""
-        if not _REFUSED.search(str(exc)):
+        if not verdict.refused:
             self.since = None
             return
         now = time.monotonic()

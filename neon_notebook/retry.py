@@ -39,8 +39,10 @@ class Verdict:
     transient: bool
     slow: bool
     reason: str
+    refused: bool = False  # "connection refused": nothing listens at that address
 
 
+_REFUSED = r"connection refused"
 _PASSWORD = "The server rejected the user name or password. Check them in the URL (the Neon console shows the current ones)."
 _CONNINFO = "The connection settings are invalid: {detail}"
 _DNS = "The host name could not be resolved. Check the host in the URL and your network connection."
@@ -86,7 +88,7 @@ _TRANSIENT: Sequence[tuple[str, bool, str]] = (
     (r"the database system is (?:shutting down|in recovery)", False, "The compute is shutting down or restarting. It will be woken again."),
     (r"terminating connection due to administrator command", False, "The compute closed the connection (suspended or restarted by Neon)."),
     (r"timeout expired|timed out", False, "No answer within the connect timeout (the compute may be waking up)."),
-    (r"connection refused", False, "The connection was refused (nothing listening yet)."),
+    (_REFUSED, False, "The connection was refused (nothing listening yet)."),
     (r"server closed the connection|eof detected|closed unexpectedly|unexpected eof|connection reset|broken pipe", False, _EOF),
     (r"could not (?:receive|send) data|consuming input failed|connection to server .*lost", False, _EOF),
     (r"no route to host|network is unreachable|host is unreachable", False, "The network cannot reach the server right now."),
@@ -119,7 +121,7 @@ def classify(exc: BaseException) -> Verdict:
         return Verdict(False, False, _PERMANENT_CODES[sqlstate])
     for pattern, slow, reason in _TRANSIENT:
         if re.search(pattern, message, re.IGNORECASE):
-            return Verdict(True, slow, reason)
+            return Verdict(True, slow, reason, refused=pattern is _REFUSED)
     if sqlstate in _TRANSIENT_CODES:
         return Verdict(True, *_TRANSIENT_CODES[sqlstate])
     if (sqlstate or "").startswith("08") or isinstance(
@@ -201,6 +203,7 @@ def retry_call(
     sleep: Callable[[float], None] = time.sleep,
     attempts: Attempts | None = None,
     secrets: Sequence[str | None] = (),
+    give_up: Callable[[BaseException, Verdict], None] | None = None,
 ) -> T:
     """Call ``fn(timeout)`` until it succeeds, retrying transient connection errors.
 
@@ -213,8 +216,9 @@ def retry_call(
     ``from`` the driver error, with ``secrets`` scrubbed from their text.
     Exceptions that are not psycopg or OS errors pass through untouched.
     Delays space the starts of attempts, so an attempt that timed out after
-    waiting is retried at once. ``on_retry(attempt, exc, verdict, delay)`` runs
-    before each wait;
+    waiting is retried at once. ``give_up(exc, verdict)`` sees each transient
+    failure and may raise to end the retries (a policy beyond the deadline);
+    ``on_retry(attempt, exc, verdict, delay)`` runs before each wait;
     ``attempts``, if given, is kept up to date.
     """
     backoff = backoff or Backoff()
@@ -233,6 +237,8 @@ def retry_call(
             if not verdict.transient:
                 raise PermanentConnectError(reason) from exc
             attempts.last = verdict
+            if give_up is not None:
+                give_up(exc, verdict)
             # Backoff spaces attempt *starts*: an attempt that already waited (a
             # connect timeout while the compute wakes) has served its delay.
             delay = max(0.0, backoff.next_delay(verdict.slow) - (deadline.elapsed - started))

@@ -12,7 +12,6 @@ user asks for and which ends by itself.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import weakref
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, TypeVar, U
 import psycopg
 
 from .connection import open_connection
+from .durations import is_seconds
 from .errors import ConfigurationError, ConnectError, NeonError, ResultInterrupted
 from .pool import Pool
 from .retry import Attempts, Verdict, classify
@@ -367,7 +367,7 @@ class Session:
         """
         if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
             raise TypeError(f"keep_warm(minutes) takes a number of minutes, got {minutes!r}.")
-        if not math.isfinite(minutes) or minutes < 0:
+        if not is_seconds(minutes):
             raise ConfigurationError(
                 f"keep_warm(minutes) needs a finite number of minutes >= 0 (0 stops), got {minutes!r}.")
         if self._keep_warm is not None:
@@ -470,7 +470,7 @@ def _check_suspend_after(value: object) -> None:
     """``suspend_after``: None (the compute never suspends) or a finite number of seconds > 0."""
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if not is_seconds(value, positive=True):
         raise ConfigurationError(
             f"suspend_after must be the compute's suspend window in seconds (more than 0), or None "
             f"if it never suspends; got {value!r}.")

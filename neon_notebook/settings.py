@@ -37,6 +37,7 @@ import psycopg
 from dotenv import dotenv_values
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from .durations import is_seconds
 from .errors import ConfigurationError
 
 __all__ = [
@@ -448,8 +449,7 @@ def _check_seconds(name: str, value: object, *, allow_none: bool) -> None:
     """Refuse what is not a finite number of seconds from 0 to MAX_SECONDS (bools, nan, inf...)."""
     if value is None and allow_none:
         return
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            or not 0 <= value <= MAX_SECONDS):
+    if not is_seconds(value, most=MAX_SECONDS):
         limit = " (0 or None for no limit)" if allow_none else ""
         raise ConfigurationError(
             f"{name} must be a number of seconds from 0 to {MAX_SECONDS} (PostgreSQL's longest "

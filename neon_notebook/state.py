@@ -92,7 +92,7 @@ class StateTracker:
         with self._lock:
             if self._closed:
                 return
-            self._closed = final
+            self._closed = final  # a final change is the last one
             previous = self._state
             if state is ComputeState.ACTIVE:
                 self._arm_idle_timer()

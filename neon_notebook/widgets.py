@@ -64,8 +64,7 @@ def in_notebook() -> bool:
 
 def mask(session: Session, text: str) -> str:
     """``text`` with the session's password (and other secrets) replaced by ``****``."""
-    secrets = [s for e in (session.settings.pooled, session.settings.direct) if e for s in e.secrets]
-    return redact(text, *secrets)
+    return redact(text, *session._secrets())
 
 
 # -- the one summary -----------------------------------------------------------

@@ -68,6 +68,12 @@ class InfTimestamptzLoader(TimestamptzLoader):
         return super().load(data)
 
 
+def connect_raw(url: str, **kw) -> psycopg.Connection:
+    """A plain psycopg connection as the readers' tests use it: autocommit, nothing prepared."""
+    kw.setdefault("autocommit", True)
+    return psycopg.connect(url, prepare_threshold=None, **kw)
+
+
 def oracle(conn: psycopg.Connection, query, params=None) -> list[tuple]:
     """psycopg's own decoding of ``query`` (text format, infinity-aware)."""
     cur = conn.cursor()

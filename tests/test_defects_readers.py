@@ -17,6 +17,7 @@ import pandas as pd
 import psycopg
 import pyarrow as pa
 import pytest
+from readers_support import connect_raw as _connect
 
 import neon_notebook as nn
 from neon_notebook import readers
@@ -33,11 +34,6 @@ from neon_notebook.readers import (
     read_polars,
     to_parquet,
 )
-
-
-def _connect(url: str, **kw) -> psycopg.Connection:
-    kw.setdefault("autocommit", True)
-    return psycopg.connect(url, prepare_threshold=None, **kw)
 
 
 @pytest.fixture
@@ -514,7 +510,7 @@ def test_a_long_parameter_list_is_not_lexed_whole():
     started = time.perf_counter()
     text = Text.of(big)
     assert time.perf_counter() - started < 0.3
-    assert text.statements[0].first(2) == ("select", "*") and not text.may_commit()
+    assert text.statements[0].first(2) == ("select", "*") and not text.may_commit
     # A semicolon or a name the checks need sends it through the lexer.
     assert len(Text.of("select 1; select 'a;b'").statements) == 2
     assert Text.of("select pg_advisory_lock(1)").statements[0].has_words("pg_advisory_lock", "(")

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 import weakref
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -217,27 +218,36 @@ def test_unreferenced_session_is_collected_and_closes_its_connections(compute):
     assert backends(compute, name) == 0
 
 
+@contextmanager
+def held_by_another_thread(session, seconds: float):
+    """Inside: another thread holds one of the session's pooled connections for ``seconds``."""
+    held = threading.Event()
+
+    def hold():
+        with session.connection():
+            held.set()
+            time.sleep(seconds)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(5)
+    try:
+        yield
+    finally:
+        t.join()
+
+
 # --- 17: pool_timeout=0 waits forever ---------------------------------------------------------
 
 
 def test_pool_timeout_zero_waits_for_a_released_connection(compute, sessions):
     session = sessions(with_params(compute.direct_url, pool_timeout="0", connection_limit="1"))
     assert session.settings.pool_timeout is None
-    held = threading.Event()
-
-    def hold():
-        with session.connection():
-            held.set()
-            time.sleep(1.5)
-
-    t = threading.Thread(target=hold)
-    t.start()
-    held.wait(5)
-    started = time.monotonic()
-    with session.connection() as conn:
-        waited = time.monotonic() - started
-        assert conn.execute("select 1").fetchone() == (1,)
-    t.join()
+    with held_by_another_thread(session, 1.5):
+        started = time.monotonic()
+        with session.connection() as conn:
+            waited = time.monotonic() - started
+            assert conn.execute("select 1").fetchone() == (1,)
     assert waited >= 1.0
 
 
@@ -416,20 +426,10 @@ def test_read_inside_the_only_held_connection_fails_at_once(compute, sessions):
 
 def test_other_threads_holding_connections_are_still_waited_for(compute, sessions):
     session = sessions(compute.direct_url, pool_size=1, pool_timeout=5)
-    held = threading.Event()
-
-    def hold():
-        with session.connection():
-            held.set()
-            time.sleep(0.8)
-
-    t = threading.Thread(target=hold)
-    t.start()
-    held.wait(5)
-    started = time.monotonic()
-    assert session.read_arrow("select 1 as x", progress=False).num_rows == 1
-    assert time.monotonic() - started >= 0.5
-    t.join()
+    with held_by_another_thread(session, 0.8):
+        started = time.monotonic()
+        assert session.read_arrow("select 1 as x", progress=False).num_rows == 1
+        assert time.monotonic() - started >= 0.5
 
 
 # --- 26c: WakeTimeout keeps trying until wake_timeout -------------------------------------------

@@ -14,6 +14,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from readers_support import connect_raw as _connect
 
 import neon_notebook.readers as readers
 from neon_notebook.readers import (
@@ -24,11 +25,6 @@ from neon_notebook.readers import (
     read_polars,
     to_parquet,
 )
-
-
-def _connect(url: str, **kw) -> psycopg.Connection:
-    kw.setdefault("autocommit", True)
-    return psycopg.connect(url, prepare_threshold=None, **kw)
 
 
 @pytest.fixture

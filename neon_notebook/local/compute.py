@@ -8,7 +8,6 @@ notebook for the interpreter lock. This object is its remote control.
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ..durations import is_seconds
 from .binaries import find_pgbouncer, postgres_bin_dir, server_dirs
 
 Delay = float | tuple[float, float]
@@ -198,7 +198,7 @@ class LocalCompute:
         Applies to connections accepted while a fault is set on the endpoint, and
         a change applies to those at once; others keep the fast path.
         """
-        if not _seconds(seconds):
+        if not is_seconds(seconds):
             raise ValueError(f"latency needs a finite number of seconds >= 0, not {seconds!r}")
         self._call("latency", seconds=float(seconds), endpoint=_endpoint(endpoint))
 
@@ -233,26 +233,22 @@ def _count(value: object, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
-def _seconds(value: object) -> bool:
-    """A finite number of seconds >= 0 (bools are not numbers here)."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and value >= 0)
 
 
 def _check_lifecycle(suspend_after: object, activation_delay: object, monitor_interval: object) -> None:
     """Refuse settings that would leave the compute "starting" or polling in a tight loop."""
-    if suspend_after is not None and not (_seconds(suspend_after) and suspend_after > 0):
+    if suspend_after is not None and not is_seconds(suspend_after, positive=True):
         raise ValueError(f"suspend_after must be a number of seconds > 0, or None (never), "
                          f"not {suspend_after!r}")
     delay = activation_delay
     if isinstance(delay, (tuple, list)):
-        if not (len(delay) == 2 and all(map(_seconds, delay)) and delay[0] <= delay[1]):
+        if not (len(delay) == 2 and all(map(is_seconds, delay)) and delay[0] <= delay[1]):
             raise ValueError(f"activation_delay must be a (low, high) range of seconds with "
                              f"0 <= low <= high, not {tuple(delay)!r}")
-    elif not _seconds(delay):
+    elif not is_seconds(delay):
         raise ValueError(f"activation_delay must be a number of seconds >= 0 or a (low, high) "
                          f"range, not {delay!r}")
-    if not (_seconds(monitor_interval) and monitor_interval > 0):
+    if not is_seconds(monitor_interval, positive=True):
         raise ValueError(f"monitor_interval must be a number of seconds > 0, not {monitor_interval!r}")
 
 

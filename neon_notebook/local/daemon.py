@@ -145,7 +145,7 @@ class Compute:
             self.counters[counter] += n
 
     def note_connection(self) -> None:
-        self.counters["connections"] += 1
+        self.count("connections", 1)
         self._last_activity = time.monotonic()
 
     # -- the compute monitor ------------------------------------------------
@@ -229,8 +229,9 @@ class Faults:
 
     def tap(self, count) -> Tap:
         """A tap for a connection accepted now: armed until the next ``set_cut``."""
-        epoch = self.cut_epoch
-        return Tap(self.cut_after, lambda: self._take_cut(epoch), count)
+        with self._lock:  # the limit and its epoch from one set_cut
+            nbytes, epoch = self.cut_after, self.cut_epoch
+        return Tap(nbytes, lambda: self._take_cut(epoch), count)
 
 
 class Endpoint:

@@ -60,18 +60,20 @@ def _pump_copy(src: socket.socket, dst: socket.socket) -> None:
 _pump = _pump_splice if hasattr(os, "splice") else _pump_copy
 
 
-def _readable(sock: socket.socket, timeout: float | None) -> bool:
-    """Wait until ``sock`` has data or EOF (poll: no FD_SETSIZE limit), at most ``timeout`` s."""
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000) + 1)))
-    return bool(select.select([sock], [], [], timeout)[0])
+def _waiter(sock: socket.socket) -> Callable[[float | None], bool]:
+    """``wait(timeout)``: whether ``sock`` has data or EOF within ``timeout`` s (poll where the
+    OS has it: no FD_SETSIZE limit); made once per direction, not per chunk."""
+    if not hasattr(select, "poll"):
+        return lambda timeout: bool(select.select([sock], [], [], timeout)[0])
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return lambda timeout: bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000) + 1)))
 
 
 def _pump_delayed(src: socket.socket, dst: socket.socket, latency: Callable[[], float]) -> None:
     """Forward each chunk ``latency()`` seconds after it arrived, in order."""
     pending: collections.deque[tuple[float, bytes]] = collections.deque()
+    readable = _waiter(src)
     held = 0
     eof = False
     while pending or not eof:
@@ -85,7 +87,7 @@ def _pump_delayed(src: socket.socket, dst: socket.socket, latency: Callable[[], 
             if wait is not None and wait > 0:
                 time.sleep(wait)
             continue
-        if _readable(src, wait):
+        if readable(wait):
             data = src.recv(_CHUNK)
             if data:
                 pending.append((time.monotonic() + latency(), data))

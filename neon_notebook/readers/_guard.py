@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from dataclasses import dataclass
@@ -20,13 +21,15 @@ from typing import Sequence, Tuple
 
 from ..sqltext import Statement, Token, statements, tokens
 from ._errors import SessionSettingWarning, SessionStateRefused, UnsupportedStatement
+from ._types import SETTINGS_READ
 
 #: Settings that shape PostgreSQL's text output (lowercase, as SET spells them).
-OUTPUT_SETTINGS = {"timezone", "datestyle", "intervalstyle", "extra_float_digits", "bytea_output"}
+OUTPUT_SETTINGS = frozenset(name.lower() for name in SETTINGS_READ)
 _SESSION_LOCKS = {"pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock",
                   "pg_try_advisory_lock_shared"}
 # Names the checks look for anywhere in a statement (not just its first words).
 _CALLS = re.compile(r"set_config|advisory_lock|\binto\b", re.IGNORECASE)
+_NOTIFY = re.compile("notify", re.IGNORECASE)
 _HEAD = 4096  # enough text for the first words past any leading comment
 _DIRECT_HINT = ("run it on the direct endpoint instead: direct=True in the session's reads, "
                 "session.direct() for a connection, or %%sql --direct")
@@ -53,6 +56,7 @@ class Text:
                 return cls(sql, [Statement(tuple(head[:8]), head[0].start, len(sql))])
         return cls(sql, statements(sql))
 
+    @functools.cached_property
     def may_commit(self) -> bool:
         """Whether a statement of the text ends the read's transaction (commits what ran before it)."""
         for st in self.statements:
@@ -64,9 +68,15 @@ class Text:
                 return True
         return False
 
+    @functools.cached_property
     def output_changes(self) -> list[int]:
         """Indexes of the statements that may change an output setting."""
         return [i for i, st in enumerate(self.statements) if _changes_output(st)]
+
+    @functools.cached_property
+    def may_notify(self) -> bool:
+        """Whether the text may send a notification (``NOTIFY``, ``pg_notify``), even in a string."""
+        return _NOTIFY.search(self.sql) is not None
 
 
 def check_copy(text: Text) -> None:

@@ -58,6 +58,7 @@ import pyarrow as pa
 from psycopg import errors as pgerrors
 from psycopg import pq, sql
 
+from ..errors import ConfigurationError
 from ..sqltext import end_of_block_comment
 from ._errors import CommitUncertain, OutputSettingChanged, UnrepresentableValue, UnsupportedStatement
 from ._guard import Text, apply_edits, check_copy, for_pooled
@@ -116,6 +117,9 @@ BINARY_COPY = True
 #: (tests turn this off to exercise the Python reading loop).
 NATIVE_RECEIVE = True
 _COPYABLE_FIRST_WORDS = {"select", "with", "values", "table"}
+#: One query for the output settings the parsers depend on (at the start of a read, and
+#: after a text that may have changed them).
+_READ_SETTINGS = "SELECT " + ", ".join(f"current_setting('{k}')" for k in SETTINGS_READ)
 _SAVEPOINT = "neon_notebook_read"
 # The column of the probe sent with the read's COMMIT (see _Scope._commit_probed).
 _PROBE_COLUMN = "neon_notebook_wrote_nothing"
@@ -328,7 +332,7 @@ class _Scope:
         conn = self.conn
         cur = conn.cursor()
         status = conn.pgconn.transaction_status
-        read = "SELECT " + ", ".join(f"current_setting('{k}')" for k in SETTINGS_READ)
+        read = _READ_SETTINGS
         if status == pq.TransactionStatus.IDLE:
             self.mode = "begin" if conn.autocommit else "implicit"
             prefix = "BEGIN; " if conn.autocommit else ""
@@ -870,7 +874,7 @@ class Reader:
             exc._nn_edits = tuple(self._edits)
 
     def _why_committing(self) -> str:
-        if self._text is not None and self._text.may_commit():
+        if self._text is not None and self._text.may_commit:
             return "it ends the read's transaction with COMMIT, ROLLBACK or the like"
         if self._bare:
             return "it ran outside a transaction block, where each statement commits"
@@ -885,8 +889,9 @@ class Reader:
             if self._edits:
                 text = Text.of(apply_edits(text.sql, self._edits))
         self._text = text
+        several = len(self._text.statements) > 1  # COPY wraps one statement: rows at once
         text = text.sql
-        if _first_word(text) in _COPYABLE_FIRST_WORDS:
+        if not several and _first_word(text) in _COPYABLE_FIRST_WORDS:
             gen = self._copy_blocks(_strip_terminator(text))
             try:
                 first = next(gen)
@@ -911,7 +916,7 @@ class Reader:
             if self.progress is not None:
                 self.estimate = self._estimate(text)
             binary = self._binary_ok()
-            if not binary and self._text is not None and self._text.output_changes():
+            if not binary and self._text is not None and self._text.output_changes:
                 raise _NotCopyable("the query changes an output setting")  # the row path checks it
             stmt = "COPY (\n" + text + "\n) TO STDOUT" + (" (FORMAT binary)" if binary else "")
             try:
@@ -1097,7 +1102,7 @@ class Reader:
         is sent at COMMIT without the transaction having written anything).
         """
         text = self._text
-        return text is not None and not text.may_commit() and "notify" not in text.sql.lower()
+        return text is not None and not text.may_commit and not text.may_notify
 
     def _row_blocks(self, text: str) -> Iterator[Block]:
         conn = self.conn
@@ -1107,7 +1112,7 @@ class Reader:
         try:
             with _Scope(conn, self._committed, self._probe()) as scope:
                 mode = scope.mode
-                if self._text is not None and self._text.may_commit():
+                if self._text is not None and self._text.may_commit:
                     self.committing = True
                 block = self._execute_rows(data, scope.settings)
         except pgerrors.ActiveSqlTransaction as exc:
@@ -1128,17 +1133,18 @@ class Reader:
                 "roll back first, or run it on a connection of its own (session.direct(), or "
                 "direct=True / %%sql --direct)."
             ) from exc
-        if getattr(conn, "_tx_statements", ()):
+        reported = {k: conn.info.parameter_status(k) for k in ("TimeZone", "DateStyle", "IntervalStyle")}
+        settings = {k: v for k, v in reported.items() if v}
+        was = conn.autocommit
+        try:
+            conn.autocommit = True
+        except ConfigurationError:  # the session's pooled connection refuses it (see NeonConnection)
             raise UnsupportedStatement(
                 f"{what}: on the pooled endpoint the session's schema= and statement_timeout= only "
                 "apply inside a transaction, so it was not run without one. Run it on the direct "
                 "endpoint: direct=True, session.direct(), or %%sql --direct."
             ) from exc
-        reported = {k: conn.info.parameter_status(k) for k in ("TimeZone", "DateStyle", "IntervalStyle")}
-        settings = {k: v for k, v in reported.items() if v}
-        was = conn.autocommit
         self.committing = self._bare = True  # each statement commits as it runs
-        conn.autocommit = True
         try:
             return self._execute_rows(data, settings)
         finally:
@@ -1177,17 +1183,16 @@ class Reader:
 
     def _settings_after(self, cur: psycopg.Cursor, settings: dict[str, str]) -> dict[str, str]:
         """The output settings the rows were printed under, when the text may have changed them."""
-        if self._text is None or not self._text.output_changes():
+        if self._text is None or not self._text.output_changes:
             return settings
-        cur.execute(("SELECT " + ", ".join(f"current_setting('{k}')" for k in SETTINGS_READ)).encode(),
-                    prepare=False)
+        cur.execute(_READ_SETTINGS.encode(), prepare=False)
         return dict(zip(SETTINGS_READ, cur.fetchone()))
 
     def _check_output(self, settings: dict[str, str], index: int, results: int) -> None:
         """Refuse columns whose text the text's own SET made unreadable (or ambiguous)."""
         if self._text is None:
             return
-        changes = self._text.output_changes()
+        changes = self._text.output_changes
         if not changes:
             return
         statements = self._text.statements
