@@ -25,10 +25,10 @@ _EXPORTS = {
     "connect": "session",
     "Session": "session",
     "WarmUpReport": "session",
-    "ComputeState": "state",
-    "StateChange": "state",
-    "Settings": "settings",
-    "Endpoint": "settings",
+    "ComputeState": "_state",
+    "StateChange": "_state",
+    "Settings": "_config",
+    "Endpoint": "_config",
     "NeonError": "errors",
     "ConfigurationError": "errors",
     "ConnectError": "errors",
@@ -36,7 +36,7 @@ _EXPORTS = {
     "WakeTimeout": "errors",
     "PoolExhausted": "errors",
     "ResultInterrupted": "errors",
-    "load_ipython_extension": "magics",
+    "load_ipython_extension": "ui.magics",
     "default_session": "default",
     "set_default_session": "default",
     "read_arrow": "default",
@@ -51,12 +51,12 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from .default import (default_session, iter_batches, read_arrow, read_pandas, read_polars,
                           set_default_session, to_parquet)
-    from .magics import load_ipython_extension
+    from .ui.magics import load_ipython_extension
     from .errors import (ConfigurationError, ConnectError, NeonError, PermanentConnectError,
                          PoolExhausted, ResultInterrupted, WakeTimeout)
     from .session import Session, WarmUpReport, connect
-    from .settings import Endpoint, Settings
-    from .state import ComputeState, StateChange
+    from ._config import Endpoint, Settings
+    from ._state import ComputeState, StateChange
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from .durations import is_seconds
+from ._durations import is_seconds
 
 
 def _local(args: argparse.Namespace) -> int:

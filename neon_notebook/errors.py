@@ -19,7 +19,7 @@ still ``psycopg.OperationalError`` and pool exhaustion is still
 
 Errors that wrap a driver error are raised ``from`` it, so the original stays
 available as ``__cause__``. Their own text never contains a password: the code
-that raises them scrubs it with ``neon_notebook.settings.redact``.
+that raises them scrubs it with ``neon_notebook._config.redact``.
 """
 
 from __future__ import annotations

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, TypeVar, U
 
 import psycopg
 
-from .connection import open_connection
-from .durations import is_seconds
+from ._connection import open_connection
+from ._durations import is_seconds
 from .errors import ConfigurationError, ConnectError, NeonError, ResultInterrupted
-from .pool import Pool
-from .retry import Attempts, Verdict, classify
-from .settings import Endpoint, Settings, redact, resolve, summary
-from .state import ComputeState, StateChange, StateTracker
+from ._pool import Pool
+from ._retry import Attempts, Verdict, classify
+from ._config import Endpoint, Settings, redact, resolve, summary
+from ._state import ComputeState, StateChange, StateTracker
 
 if TYPE_CHECKING:
     import os
@@ -401,13 +401,13 @@ class Session:
     # -- display -------------------------------------------------------------
     def widget(self) -> Any:
         """A live status panel (ipywidgets) for this session; ``close()`` it to stop its updates."""
-        from .widgets import status_widget
+        from .ui.widgets import status_widget
 
         return status_widget(self)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict:
         """In Jupyter: the live status panel with its ``text/plain`` twin; elsewhere: the text."""
-        from .widgets import repr_mimebundle
+        from .ui.widgets import repr_mimebundle
 
         return repr_mimebundle(self)
 
@@ -503,7 +503,7 @@ def _progress(progress: ProgressArg) -> Iterator[Progress | None]:
     if progress is None or progress is False or callable(progress):
         yield progress or None
         return
-    from .progress import progress_bar
+    from .ui.progress import progress_bar
 
     with progress_bar(progress) as bar:  # turns red on errors and interrupts
         yield bar

@@ -31,8 +31,8 @@ from browser_support import (
     find_chromium,
     leaked_passwords,
 )
-from neon_notebook.state import ComputeState
-from neon_notebook.widgets import STATE_COLOURS
+from neon_notebook._state import ComputeState
+from neon_notebook.ui.widgets import STATE_COLOURS
 
 pytestmark = pytest.mark.browser
 

@@ -124,7 +124,7 @@ def shell(compute, pgbouncer, monkeypatch):
     """An IPython shell with %neon connected to the local compute (pooled URL as it is printed)."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    from neon_notebook.magics import NeonMagics
+    from neon_notebook.ui.magics import NeonMagics
 
     monkeypatch.setenv("DATABASE_URL", compute.pooled_url)
     monkeypatch.setenv("DIRECT_URL", compute.direct_url)
@@ -150,7 +150,7 @@ def test_sql_magic_set_on_pooled_does_not_leak(shell, compute, schema_table, cap
 
 
 def test_sql_magic_runs_vacuum_and_refuses_copy_from_stdin(shell, table, capsys):
-    from neon_notebook.magics import CellError
+    from neon_notebook.ui.magics import CellError
 
     shell.run_cell_magic("sql", "", f"vacuum {table}")
     assert "no rows returned" in capsys.readouterr().out

@@ -16,7 +16,7 @@ import pytest
 
 import neon_notebook as nn
 from neon_notebook import ComputeState
-from neon_notebook.settings import resolve
+from neon_notebook._config import resolve
 
 SECRET = "Sup3r-s3cret-pw"
 

@@ -49,7 +49,7 @@ import pytest
 import fault_support as fs
 import neon_notebook as nn
 from neon_notebook.local import LocalCompute
-from neon_notebook.state import ComputeState
+from neon_notebook._state import ComputeState
 
 pytestmark = [pytest.mark.pgbouncer, pytest.mark.usefixtures("pgbouncer")]
 
@@ -142,7 +142,7 @@ class Env:
         self._offsets: dict[tuple[str, str], dict[str, int]] = {}
         from IPython.core.interactiveshell import InteractiveShell
 
-        from neon_notebook.magics import NeonMagics
+        from neon_notebook.ui.magics import NeonMagics
 
         self.shell = InteractiveShell.instance()
         self.magics = NeonMagics(self.shell)
@@ -395,7 +395,7 @@ def _fault_missing(cell: Cell, before: dict, after: dict) -> str | None:
 
 def _clear_error(exc: BaseException) -> str | None:
     """Why ``exc`` is not a clear error, or None when it is one."""
-    from neon_notebook.magics import CellError
+    from neon_notebook.ui.magics import CellError
 
     if isinstance(exc, CellError):
         if "Traceback" in str(exc):

@@ -12,7 +12,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from neon_notebook.magics import CellError, NeonMagics, bind_parameters, cell_offset
+from neon_notebook.ui.magics import CellError, NeonMagics, bind_parameters, cell_offset
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def magics(shell, compute, monkeypatch):
     """Fresh %neon / %%sql state, DATABASE_URL and DIRECT_URL pointing at the local compute."""
     for key, value in compute.env().items():
         monkeypatch.setenv(key, value)
-    shell.run_line_magic("load_ext", "neon_notebook.magics")
+    shell.run_line_magic("load_ext", "neon_notebook.ui.magics")
     fresh = NeonMagics(shell)
     shell.register_magics(fresh)
     yield fresh
@@ -230,7 +230,7 @@ def test_load_ext_neon_notebook(shell):
 
 
 def test_status_shows_the_sessions_panel_in_a_notebook(shell, magics, monkeypatch):
-    from neon_notebook import magics as magics_module
+    from neon_notebook.ui import magics as magics_module
 
     shown = []
     monkeypatch.setattr(magics_module, "in_notebook", lambda: True)
@@ -403,7 +403,7 @@ def test_the_readers_warnings_are_plain_notices(shell, magics, capsys):
 
 def test_a_position_past_the_cell_shows_no_caret(direct_url):
     """A server position the cell cannot hold (the text sent was longer) gives no misleading LINE."""
-    from neon_notebook.magics import error_lines
+    from neon_notebook.ui.magics import error_lines
 
     with psycopg.connect(direct_url) as conn:
         with pytest.raises(psycopg.errors.UndefinedColumn) as caught:

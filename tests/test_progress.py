@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from neon_notebook import progress
-from neon_notebook.progress import ProgressBar, TextView, WidgetView, progress_bar
+from neon_notebook.ui import progress
+from neon_notebook.ui.progress import ProgressBar, TextView, WidgetView, progress_bar
 
 
 class Clock:

@@ -11,7 +11,7 @@ import pytest
 from psycopg import errors as pe
 
 from neon_notebook.errors import PermanentConnectError, WakeTimeout
-from neon_notebook.retry import Attempts, Backoff, Deadline, classify, retry_call
+from neon_notebook._retry import Attempts, Backoff, Deadline, classify, retry_call
 
 PREFIX = 'connection failed: connection to server at "3.18.1.2", port 5432 failed: '
 

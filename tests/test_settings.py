@@ -9,7 +9,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
 from neon_notebook.errors import ConfigurationError
-from neon_notebook.settings import (
+from neon_notebook._config import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_POOL_SIZE,
     DEFAULT_POOL_TIMEOUT,

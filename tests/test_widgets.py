@@ -12,9 +12,9 @@ import psycopg
 import pytest
 
 import neon_notebook as nn
-from neon_notebook import widgets
+from neon_notebook.ui import widgets
 from neon_notebook.session import QueryStats
-from neon_notebook.widgets import STATE_COLOURS, repr_mimebundle, status_text, status_widget
+from neon_notebook.ui.widgets import STATE_COLOURS, repr_mimebundle, status_text, status_widget
 
 
 def password_of(url: str) -> str:
@@ -204,7 +204,7 @@ def test_displaying_a_session_gives_the_panel_and_text(compute, closing, monkeyp
 
 def test_panel_shows_a_closed_session(compute):
     import neon_notebook as nn
-    from neon_notebook.widgets import status_text, status_widget
+    from neon_notebook.ui.widgets import status_text, status_widget
 
     session = nn.connect(compute.direct_url, suspend_after=None)
     session.warm_up()

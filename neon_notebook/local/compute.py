@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..durations import is_seconds
+from .._durations import is_seconds
 from .binaries import find_pgbouncer, postgres_bin_dir, server_dirs
 
 Delay = float | tuple[float, float]

@@ -1,4 +1,4 @@
-"""What a query text does, found by the lexer before it runs (``neon_notebook.sqltext``).
+"""What a query text does, found by the lexer before it runs (``neon_notebook._sqltext``).
 
 * On a pooled connection (PgBouncer in transaction mode) a statement must not
   leave session state on the server connection, which the pooler hands to
@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Sequence, Tuple
 
-from ..sqltext import Statement, Token, statements, tokens
+from .._sqltext import Statement, Token, statements, tokens
 from ._errors import SessionSettingWarning, SessionStateRefused, UnsupportedStatement
 from ._types import SETTINGS_READ
 

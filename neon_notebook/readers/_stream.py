@@ -59,7 +59,7 @@ from psycopg import errors as pgerrors
 from psycopg import pq, sql
 
 from ..errors import ConfigurationError
-from ..sqltext import end_of_block_comment
+from .._sqltext import end_of_block_comment
 from ._errors import CommitUncertain, OutputSettingChanged, UnrepresentableValue, UnsupportedStatement
 from ._guard import Text, apply_edits, check_copy, for_pooled
 from ._lazy import lazy_module

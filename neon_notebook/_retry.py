@@ -25,7 +25,7 @@ from typing import TypeVar
 import psycopg
 
 from .errors import NeonError, PermanentConnectError, WakeTimeout
-from .settings import redact
+from ._config import redact
 
 __all__ = ["Attempts", "Backoff", "Deadline", "Verdict", "classify", "retry_call"]
 

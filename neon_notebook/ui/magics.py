@@ -47,11 +47,11 @@ from psycopg import sql as pgsql
 from psycopg.adapt import AdaptersMap
 from psycopg.types.string import BytesDumper
 
-from .errors import NeonError
+from ..errors import NeonError
 from .progress import progress_bar
-from .session import Session, connect
-from .settings import summary
-from .sqltext import end_of_block_comment
+from ..session import Session, connect
+from .._config import summary
+from .._sqltext import end_of_block_comment
 from .widgets import in_notebook, mask, shared_panel, status_text
 
 PREVIEW_ROWS = 50
@@ -206,7 +206,7 @@ def error_lines(exc: BaseException, cell: str, placeholders: list[Placeholder],
     position = int(diag.statement_position or 0)
     edits = getattr(exc, "_nn_edits", ())  # the readers' rewrites of the bound text (SET -> SET LOCAL)
     if position and edits:
-        from .readers._guard import original_position
+        from ..readers._guard import original_position
 
         position = original_position(position, edits)
     offset = cell_offset(position, placeholders, params) if position else -1
@@ -420,7 +420,7 @@ def _warnings_as_notices(session: Session) -> Iterator[None]:
     finally:
         notices = []
         for w in caught:
-            if w.category.__module__.split(".")[0] == __package__:
+            if w.category.__module__.split(".")[0] == __package__.split(".")[0]:
                 notices.append(str(w.message))
             else:
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
@@ -443,7 +443,7 @@ def _preview(session: Session, text: str, params: dict[str, Any] | None, kind: s
     """
     import pyarrow as pa
 
-    from .readers import to_pandas, to_polars
+    from ..readers import to_pandas, to_polars
 
     batches: list[pa.RecordBatch] = []
     got = 0

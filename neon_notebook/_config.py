@@ -37,7 +37,7 @@ import psycopg
 from dotenv import dotenv_values
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .durations import is_seconds
+from ._durations import is_seconds
 from .errors import ConfigurationError
 
 __all__ = [

@@ -29,14 +29,14 @@ import weakref
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import NeonError
-from .settings import redact, summary
-from .state import ComputeState, StateChange
+from ..errors import NeonError
+from .._config import redact, summary
+from .._state import ComputeState, StateChange
 
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
 
-    from .session import Session
+    from ..session import Session
 
 #: Colour of each state in the panel (text and dot).
 STATE_COLOURS: dict[ComputeState, str] = {

@@ -1,0 +1,1 @@
+"""The notebook views: status text and widget, progress bars, and the %neon / %%sql magics."""
