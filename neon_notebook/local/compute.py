@@ -19,14 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ..errors import LocalComputeError
 from .._durations import is_seconds
 from .binaries import find_pgbouncer, postgres_bin_dir, server_dirs
 
 Delay = float | tuple[float, float]
 
-
-class LocalComputeError(RuntimeError):
-    """The local compute could not start or answer."""
 
 
 class LocalCompute:

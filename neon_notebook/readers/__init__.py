@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ._errors import (
+from ..errors import (
     CommitUncertain,
     OutputSettingChanged,
     SessionSettingWarning,

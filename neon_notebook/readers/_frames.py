@@ -111,7 +111,7 @@ def time_as_duration(f: pa.Field, col: pa.ChunkedArray) -> pa.ChunkedArray | Non
         return None
     import warnings
 
-    from ._errors import TypeFallbackWarning
+    from ..errors import TypeFallbackWarning
 
     warnings.warn(
         f"column {f.name!r} (time) holds 24:00:00, which a time of day cannot; "

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Sequence, Tuple
 
 from .._sqltext import Statement, Token, statements, tokens
-from ._errors import SessionSettingWarning, SessionStateRefused, UnsupportedStatement
+from ..errors import SessionSettingWarning, SessionStateRefused, UnsupportedStatement
 from ._types import SETTINGS_READ
 
 #: Settings that shape PostgreSQL's text output (lowercase, as SET spells them).

@@ -60,7 +60,7 @@ from psycopg import pq, sql
 
 from ..errors import ConfigurationError
 from .._sqltext import end_of_block_comment
-from ._errors import CommitUncertain, OutputSettingChanged, UnrepresentableValue, UnsupportedStatement
+from ..errors import CommitUncertain, OutputSettingChanged, UnrepresentableValue, UnsupportedStatement
 from ._guard import Text, apply_edits, check_copy, for_pooled
 from ._lazy import lazy_module
 from ._types import (

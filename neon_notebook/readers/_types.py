@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from ._errors import TypeFallbackWarning, UnrepresentableValue
+from ..errors import TypeFallbackWarning, UnrepresentableValue
 from ._lazy import lazy_module
 
 pc = lazy_module("pyarrow.compute")

@@ -182,7 +182,7 @@ def cell_offset(position: int, placeholders: list[Placeholder], params: Mapping[
 # -- showing errors ------------------------------------------------------------
 
 
-class CellError(Exception):
+class CellError(NeonError):
     """A failed ``%%sql`` cell; IPython shows its lines instead of a traceback."""
 
     def __init__(self, lines: list[str]) -> None:
