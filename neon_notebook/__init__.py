@@ -28,7 +28,7 @@ _EXPORTS = {
     "ComputeState": "_state",
     "StateChange": "_state",
     "Settings": "_config",
-    "Endpoint": "_config",
+    "Endpoint": "_endpoint",
     "NeonError": "errors",
     "ConfigurationError": "errors",
     "ConnectError": "errors",
@@ -70,7 +70,8 @@ if TYPE_CHECKING:
                          SessionSettingWarning, SessionStateRefused, TypeFallbackWarning,
                          UnrepresentableValue, UnsupportedStatement, WakeTimeout)
     from .session import Session, WarmUpReport, connect
-    from ._config import Endpoint, Settings
+    from ._config import Settings
+    from ._endpoint import Endpoint
     from ._state import ComputeState, StateChange
 
 

@@ -14,12 +14,13 @@ from neon_notebook._config import (
     DEFAULT_POOL_SIZE,
     DEFAULT_POOL_TIMEOUT,
     DEFAULT_WAKE_TIMEOUT,
-    Endpoint,
+    OPTIONS,
+    UNSET,
     Settings,
-    redact,
     resolve,
-    summary,
 )
+from neon_notebook._endpoint import Endpoint, summary
+from neon_notebook._redact import redact
 
 SECRET = "Sup3rS3cret"
 POOLED = "ep-cool-darkness-123456-pooler.c-2.us-east-2.aws.neon.tech"
@@ -118,6 +119,42 @@ def test_keyword_arguments_win_over_url_parameters_and_zero_means_no_limit():
                      schema="b", connect_timeout=0, statement_timeout=30, wake_timeout=90)
     assert (s.pool_size, s.pool_timeout, s.schema, s.connect_timeout) == (8, None, "b", None)
     assert (s.statement_timeout, s.wake_timeout) == (30, 90)
+
+
+def test_none_means_no_limit_and_unset_means_not_given():
+    s = resolve_only(NEON_URL + "&pool_timeout=7&connect_timeout=4", pool_timeout=None,
+                     connect_timeout=UNSET, statement_timeout=None, schema=UNSET)
+    assert s.pool_timeout is None  # None given: no limit, over the URL's 7
+    assert s.connect_timeout == 4.0  # UNSET: the URL's value
+    assert s.statement_timeout is None and s.schema is None
+    assert resolve_only(NEON_URL, pool_timeout=UNSET).pool_timeout == DEFAULT_POOL_TIMEOUT
+    with pytest.raises(ConfigurationError, match="pool_size"):
+        resolve_only(NEON_URL, pool_size=None)  # None is "no limit", which a pool size has not
+
+
+def test_the_options_are_declared_once_by_settings():
+    """connect() spells the options out for shift-tab; they must be Settings' fields, in order, UNSET by default."""
+    import dataclasses
+    import inspect
+
+    from neon_notebook.session import connect
+
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    assert OPTIONS == tuple(fields)[2:]
+    params = inspect.signature(connect).parameters
+    assert tuple(n for n in params if n in fields) == OPTIONS
+    for name in OPTIONS:
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert params[name].default is UNSET
+        assert params[name].annotation == f"{fields[name].type} | Unset"
+    assert set(params) - set(OPTIONS) == {"url", "direct_url", "suspend_after", "environ", "dotenv_path"}
+    resolve_params = inspect.signature(resolve).parameters
+    assert [n for n in resolve_params if n in fields] == []  # resolve takes them as **options ...
+    with pytest.raises(TypeError, match="pool_sise"):  # ... and refuses any other name
+        resolve_only(NEON_URL, pool_sise=3)
+    given = connect(NEON_URL, environ={}, pool_size=3, pool_timeout=0, suspend_after=None)
+    assert (given.settings.pool_size, given.settings.pool_timeout) == (3, None)
+    given.close()
 
 
 def test_database_url_parameters_win_over_direct_url_parameters():
