@@ -24,8 +24,10 @@ import psycopg
 from psycopg import generators, pq, sql
 
 from .errors import ConfigurationError, PermanentConnectError
-from ._retry import Attempts, Deadline, Verdict, retry_call
-from ._config import Endpoint, Settings
+from ._retry import Attempts, Deadline, retry_call
+from ._translate import Verdict
+from ._config import Settings
+from ._endpoint import Endpoint
 
 #: Seconds of "connection refused" in a row after which a non-Neon host is given
 #: up on: long enough for a server restarting on the spot (pg_ctl restart, a

@@ -30,7 +30,8 @@ from typing import Callable, Iterator
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from .errors import ConnectError, PoolExhausted
+from ._translate import closed_error
+from .errors import PoolExhausted
 
 log = logging.getLogger("neon_notebook")
 
@@ -100,7 +101,7 @@ class Pool:
 
     def getconn(self) -> psycopg.Connection:
         if self._closed:
-            raise ConnectError(f"the {self.name} pool is closed")
+            raise closed_error(f"the session's {self.name} pool is closed")
         me = threading.get_ident()
         with self._lock:
             if self._holders[me] >= self.max_size:

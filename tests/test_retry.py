@@ -11,7 +11,8 @@ import pytest
 from psycopg import errors as pe
 
 from neon_notebook.errors import PermanentConnectError, WakeTimeout
-from neon_notebook._retry import Attempts, Backoff, Deadline, classify, retry_call
+from neon_notebook._retry import Attempts, Backoff, Deadline, retry_call
+from neon_notebook._translate import classify
 
 PREFIX = 'connection failed: connection to server at "3.18.1.2", port 5432 failed: '
 
