@@ -29,6 +29,7 @@ from ._pool import Pool
 from ._retry import Attempts, Verdict, classify
 from ._config import Endpoint, Settings, redact, resolve, summary
 from ._state import ComputeState, StateChange, StateTracker
+from ._status import Endpoints, EndpointSummary, PoolStats, QueryStats, Status
 
 if TYPE_CHECKING:
     import os
@@ -65,19 +66,6 @@ class WarmUpReport:
         return (f"{self.endpoint}: answered after {self.elapsed:.2f} s in {self.attempts} "
                 f"attempt{'s' if self.attempts != 1 else ''}; ping {self.ping * 1e3:.1f} ms; "
                 f"PostgreSQL {self.server_version}")
-
-
-@dataclass(frozen=True)
-class QueryStats:
-    """The last read: rows, bytes, seconds."""
-
-    rows: int
-    bytes: int
-    seconds: float
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
 
 class Session:
@@ -395,10 +383,33 @@ class Session:
             with self._borrow("pooled") as conn:
                 conn.execute("")
         except Exception as exc:
-            log.warning("keep-warm ping failed: %s", redact(str(exc), *self._secrets()))
+            log.warning("keep-warm ping failed: %s", self._redact(str(exc)))
         return True
 
-    # -- display -------------------------------------------------------------
+    # -- status and display ------------------------------------------------------
+    def status(self) -> Status:
+        """A frozen snapshot of what the session knows (state, endpoints, ping, pools, last
+        query, last error), every string with the password masked: what the views draw."""
+        def masked(text: str | None) -> str | None:
+            return None if text is None else self._redact(text)
+
+        return Status(state=self.state, endpoints=self._endpoints(), detail=masked(self.state_detail),
+                      ping=self.last_ping,
+                      pools=tuple(PoolStats(role, **stats) for role, stats in self.pool_stats().items()),
+                      last_query=self.last_query, last_error=masked(self.last_error), closed=self.closed)
+
+    def _endpoints(self) -> Endpoints:
+        pooled, direct = (EndpointSummary.of(self._endpoint(role), self._redact) for role in ("pooled", "direct"))
+        return Endpoints(pooled, direct)
+
+    def _redact(self, text: str) -> str:
+        """``text`` with this session's password (and other secrets) shown as ``****``:
+        the one place that knows them, for the snapshot and for texts the views show
+        that are not in it (errors, warnings, a warm-up's report)."""
+        return redact(text, *(s for role in ("pooled", "direct") for s in self._endpoint(role).secrets))
+
+    # The model touches the views only here and in ``_progress`` (a read's bar), each
+    # with a lazy import when asked for: the model never reads a view.
     def widget(self) -> Any:
         """A live status panel (ipywidgets) for this session; ``close()`` it to stop its updates."""
         from .ui.widgets import status_widget
@@ -412,8 +423,6 @@ class Session:
         return repr_mimebundle(self)
 
     # -- housekeeping ----------------------------------------------------------
-    def _secrets(self) -> tuple[str, ...]:
-        return tuple(s for role in ("pooled", "direct") for s in self._endpoint(role).secrets)
 
     @property
     def closed(self) -> bool:
@@ -441,9 +450,7 @@ class Session:
         self.close()
 
     def __repr__(self) -> str:
-        pooled, direct = self._endpoint("pooled"), self._endpoint("direct")
-        where = summary(pooled) if pooled == direct else f"{summary(pooled)}, {summary(direct)}"
-        return f"<Session {where} state={self.state}>"
+        return f"<Session {self._endpoints()} state={self.state}>"
 
 
 class _Tracker:
@@ -497,7 +504,10 @@ def _call_alive(ref: weakref.ReferenceType[Session], method: Callable[..., T], *
 def _progress(progress: ProgressArg) -> Iterator[Progress | None]:
     """The callback to hand the readers: the user's, or a progress bar closed with the read.
 
-    A bad ``progress`` is refused here, before the read connects.
+    A bad ``progress`` is refused here, before the read connects. A bar is a view
+    (a notebook widget or a terminal line, chosen where it is drawn): this is the
+    third and last lazy touch of ``ui/``, as ``progress="auto"`` is the reads'
+    default and no caller above the session could choose it instead.
     """
     _check_progress(progress)
     if progress is None or progress is False or callable(progress):

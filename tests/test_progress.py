@@ -1,4 +1,4 @@
-"""The progress bar: counts, rates, throttling, and how it ends; no database needed."""
+"""The progress bar: counts, rates, throttling, and how it ends; no database, no session."""
 
 from __future__ import annotations
 
@@ -145,3 +145,14 @@ def test_progress_bar_picks_its_view(monkeypatch):
     assert isinstance(progress_bar("auto").view, WidgetView)
     assert progress_bar(False).view is None
     assert progress_bar(total_hint=50).total == 50
+
+
+def test_the_bar_needs_neither_the_panel_nor_a_session():
+    import subprocess
+    import sys
+
+    code = ("import sys, neon_notebook.ui.progress\n"
+            "print(','.join(m for m in ('neon_notebook.ui.widgets', 'neon_notebook.session', 'ipywidgets')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ""

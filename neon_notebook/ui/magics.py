@@ -50,9 +50,10 @@ from psycopg.types.string import BytesDumper
 from ..errors import NeonError
 from .progress import progress_bar
 from ..session import Session, connect
-from .._config import summary
 from .._sqltext import end_of_block_comment
-from .widgets import in_notebook, mask, shared_panel, status_text
+from ._env import in_notebook
+from .status import status_text
+from .widgets import shared_panel
 
 PREVIEW_ROWS = 50
 #: The output options of %%sql, in the order the usage names them; pandas is the default.
@@ -318,7 +319,7 @@ class NeonMagics(Magics):
         self.sessions[name] = session
         if self.current is None or self.current == name:
             self.current = name
-        print(f"{name}: {mask(session, _summary_line(session))}")
+        print(f"{name}: {session.status().endpoints}")
 
     def _use(self, args: Any) -> None:
         candidate = self.shell.user_ns.get(args.name)
@@ -334,23 +335,24 @@ class NeonMagics(Magics):
             print("waking the compute in the background")
             return
         try:
-            print(mask(session, str(session.warm_up())))
+            print(session._redact(str(session.warm_up())))
         except (NeonError, psycopg.Error) as exc:
-            raise CellError([mask(session, line) for line in error_lines(exc, "", [], None)]) from exc
+            raise CellError([session._redact(line) for line in error_lines(exc, "", [], None)]) from exc
 
     def _status(self, args: Any) -> None:
         session = self.session(args.name)
         if in_notebook():
             display(shared_panel(session))
         else:
-            print(status_text(session))
+            print(status_text(session.status()))
 
     def _list(self, args: Any) -> None:
         if not self.sessions:
             print("no connections; %neon connect makes one")
         for name, session in self.sessions.items():
             marker = "*" if name == self.current else " "
-            print(f"{marker} {name}: {mask(session, _summary_line(session))} [{session.state}]")
+            status = session.status()
+            print(f"{marker} {name}: {status.endpoints} [{status.state}]")
 
     def _close(self, args: Any) -> None:
         name = args.name or self.current
@@ -388,7 +390,7 @@ class NeonMagics(Magics):
                 result = self._run(session, text, params, kind, args)
         except (NeonError, psycopg.Error, ValueError, TypeError) as exc:
             lines = error_lines(exc, cell, placeholders, params)
-            raise CellError([mask(session, line) for line in lines]) from exc
+            raise CellError([session._redact(line) for line in lines]) from exc
         if args.var is None:
             return result  # the preview
         self.shell.user_ns[args.var] = result
@@ -425,13 +427,7 @@ def _warnings_as_notices(session: Session) -> Iterator[None]:
             else:
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
         for message in dict.fromkeys(notices):
-            print(f"WARNING:  {mask(session, message)}", file=sys.stderr)
-
-
-def _summary_line(session: Session) -> str:
-    """The pooled (or only) endpoint's summary, plus the direct one when different."""
-    names = [summary(e) for e in (session.settings.pooled, session.settings.direct) if e is not None]
-    return ", ".join(dict.fromkeys(names))
+            print(f"WARNING:  {session._redact(message)}", file=sys.stderr)
 
 
 def _preview(session: Session, text: str, params: dict[str, Any] | None, kind: str, rows: int,

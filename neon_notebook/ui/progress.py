@@ -26,7 +26,7 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING, Any, Callable, Literal, Protocol
 
-from .widgets import in_notebook
+from ._env import in_notebook
 
 if TYPE_CHECKING:  # pragma: no cover
     from types import TracebackType

@@ -1,37 +1,36 @@
-"""A live status panel for a ``Session``: a thin view over the session's own state.
+"""A live status panel: standard ipywidgets drawing a session's ``Status`` snapshots.
 
-Everything shown comes from one function, :func:`status_rows`, which reads the
-session (state, endpoints, ping, pools, last query, last error) and masks any
-secret in one place. :func:`status_text` joins those rows for terminals, logs
-and the ``text/plain`` part of the notebook output; :func:`status_widget`
-renders the same rows with standard ipywidgets (HTML, Button, HBox, VBox), so it
-works in JupyterLab, classic Notebook and VS Code with no custom frontend.
+The panel follows a :class:`Feed`: a snapshot on demand, a notice when the
+session's state changes, and the wake-up action. It draws the same rows as the
+status text (``ui/status.py``) with HTML, Button, HBox and VBox, so it works in
+JupyterLab, classic Notebook and VS Code with no custom frontend; ipywidgets is
+imported only when a panel is built. Tests feed it snapshots built by hand.
 
-The panel redraws when the session reports a state change (observers run on
-whatever thread made the change: ipykernel sends widget updates from any
-thread), when its own warm-up finishes, and after every cell (IPython's
-``post_run_cell``), which catches new pings and query statistics. Closing the
-widget stops all three. ipywidgets is imported only when a panel is built.
+It redraws when the state changes (observers run on whatever thread made the
+change: ipykernel sends widget updates from any thread), when its own warm-up
+finishes, and after every cell (IPython's ``post_run_cell``), which catches new
+pings and query statistics. Closing the widget stops all three.
 
-A panel holds its session weakly: displaying a session must not keep it
-alive, or re-running a ``session = nn.connect()`` cell would never free the old
-one and its connections. Once the session is gone, the panel says so and, after
-the next cell, stops listening.
+A session's feed (:class:`SessionFeed`) holds the session weakly: displaying a
+session must not keep it alive, or re-running a ``session = nn.connect()`` cell
+would never free the old one and its connections. Once the session is gone, the
+panel says so and, after the next cell, stops listening.
 """
 
 from __future__ import annotations
 
 import functools
 import html
-import sys
 import threading
 import weakref
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..errors import NeonError
-from .._config import redact, summary
-from .._state import ComputeState, StateChange
+from .._state import ComputeState
+from .._status import Status
+from ._env import in_notebook, shell
+from .status import GONE_ROWS, Row, rows_text, status_rows, status_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
@@ -47,90 +46,61 @@ STATE_COLOURS: dict[ComputeState, str] = {
     ComputeState.UNKNOWN: "#757575",  # grey
 }
 
-#: What a panel shows once its session has been garbage-collected.
-_GONE_ROWS: list[tuple[str, str]] = [("state", "unknown (session gone: nothing refers to it any more)")]
+
+class Feed(Protocol):
+    """What a panel follows."""
+
+    def status(self) -> Status | None:
+        """The current snapshot, or None once the session is gone."""
+
+    def observe(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` on every state change, from any thread; returns an unsubscribe."""
+
+    def wake(self) -> Future:
+        """Start warming the compute up in the background."""
+
+    def mask(self, text: str) -> str:
+        """``text`` with the session's secrets masked (a failed warm-up's message)."""
 
 
-def _shell() -> Any:
-    """The running IPython shell, if any (without importing IPython)."""
-    ipython = sys.modules.get("IPython")
-    return ipython.get_ipython() if ipython is not None else None
+class SessionFeed:
+    """A session's feed, holding it weakly: nothing here keeps the session alive."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = weakref.ref(session)
+
+    @property
+    def session(self) -> Session | None:
+        """The session followed, or None once it has been garbage-collected."""
+        return self._session()
+
+    def status(self) -> Status | None:
+        session = self._session()
+        return None if session is None else session.status()
+
+    def observe(self, listener: Callable[[], None]) -> Callable[[], None]:
+        session = self._session()
+        if session is None:
+            return lambda: None
+        return session.observe(lambda change: listener())  # holds the listener, not the session
+
+    def wake(self) -> Future:
+        session = self._session()
+        if session is None:
+            raise NeonError("this panel's session is gone; display a live session to wake it")
+        return session.warm_up(background=True)
+
+    def mask(self, text: str) -> str:
+        session = self._session()
+        return text if session is None else session._redact(text)
 
 
-def in_notebook() -> bool:
-    """Whether this code runs in a Jupyter kernel, where widgets can render."""
-    return getattr(_shell(), "kernel", None) is not None
-
-
-def mask(session: Session, text: str) -> str:
-    """``text`` with the session's password (and other secrets) replaced by ``****``."""
-    return redact(text, *session._secrets())
-
-
-# -- the one summary -----------------------------------------------------------
-
-
-def _endpoint_rows(session: Session) -> list[tuple[str, str]]:
-    pooled, direct = session.settings.pooled, session.settings.direct
-    if pooled is not None and direct is not None and pooled != direct:
-        return [("pooled", summary(pooled)), ("direct", summary(direct))]
-    endpoint = pooled or direct
-    return [("endpoint", summary(endpoint))] if endpoint is not None else []
-
-
-def _pool_text(stats: dict[str, dict[str, int]]) -> str:
-    return "; ".join(f"{role} {s['in_use']} in use, {s['idle']} idle (max {s['size']})"
-                     for role, s in stats.items())
-
-
-def _query_text(session: Session) -> str | None:
-    q = session.last_query
-    if q is None:
-        return None
-    mb = q.bytes / 1e6
-    rate = q.rows_per_second
-    rate_text = f"{rate:,.0f} rows/s" if rate != float("inf") else "instant"
-    rows = f"{q.rows:,} row" + ("" if q.rows == 1 else "s")
-    return f"{rows}, {mb:,.1f} MB in {q.seconds:.2f} s ({rate_text})"
-
-
-def status_rows(session: Session) -> list[tuple[str, str]]:
-    """What the status panel and text show, as ``(label, plain text)`` rows, secrets masked.
-
-    The first row is always ``("state", ...)``; rows without a value are left out.
-    """
-    state = session.state
-    detail = session.state_detail
-    rows: list[tuple[str, str | None]] = [
-        ("state", f"{state}" + (f" ({detail})" if detail and state is not ComputeState.ERROR else "")),
-        *_endpoint_rows(session),
-        ("ping", f"{session.last_ping * 1e3:.1f} ms" if session.last_ping is not None else None),
-        ("pools", _pool_text(session.pool_stats())),
-        ("last query", _query_text(session)),
-        ("last error", session.last_error),
-    ]
-    return [(label, mask(session, value)) for label, value in rows if value]
-
-
-def status_text(session: Session) -> str:
-    """The session's status as plain text (terminals, logs, ``text/plain`` output)."""
-    return _rows_text(status_rows(session))
-
-
-def _rows_text(rows: list[tuple[str, str]]) -> str:
-    width = max(len(label) for label, _ in rows)
-    return "Neon compute\n" + "\n".join(f"  {label:<{width}}  {value}" for label, value in rows)
-
-
-# -- the widget ------------------------------------------------------------------
-
-
-def _state_html(state: ComputeState, rows: list[tuple[str, str]]) -> str:
+def _state_html(state: ComputeState, rows: list[Row]) -> str:
     colour = STATE_COLOURS[state]
-    return (f'<span style="color:{colour};font-weight:bold">&#9679; {html.escape(rows[0][1])}</span>')
+    return f'<span style="color:{colour};font-weight:bold">&#9679; {html.escape(rows[0][1])}</span>'
 
 
-def _details_html(rows: list[tuple[str, str]]) -> str:
+def _details_html(rows: list[Row]) -> str:
     cells = "".join(
         f'<tr><td style="padding:0 1em 0 0;color:#757575">{html.escape(label)}</td>'
         f'<td style="text-align:left">{html.escape(value)}</td></tr>'
@@ -145,10 +115,10 @@ def _panel_class() -> type:
     import ipywidgets as w
 
     class StatusPanel(w.VBox):
-        """Live view of a session, held weakly; ``close()`` stops listening to it."""
+        """Live view of a feed; ``close()`` stops listening to it."""
 
-        def __init__(self, session: Session) -> None:
-            self._session = weakref.ref(session)
+        def __init__(self, feed: Feed) -> None:
+            self.feed = feed
             self.state_html = w.HTML()
             self.wake_button = w.Button(description="Wake up", icon="power-off",
                                         tooltip="Wake the compute in the background")
@@ -157,27 +127,18 @@ def _panel_class() -> type:
             super().__init__([self._top, self.details_html])
             self._lock = threading.Lock()
             self._warming: Future | None = None
-            self._note: str | None = None  # a failed warm-up's message, until the next success
+            self._note: str | None = None  # a failed warm-up's message, until the next wake-up
             self.wake_button.on_click(lambda _button: self.wake())
-            self._stop: list[Callable[[], None]] = [session.observe(self._on_change)]
-            shell = _shell()
-            if shell is not None:
-                shell.events.register("post_run_cell", self._after_cell)
-                self._stop.append(lambda: shell.events.unregister("post_run_cell", self._after_cell))
-            self.refresh()
-
-        @property
-        def session(self) -> Session | None:
-            """The session shown, or None once it has been garbage-collected."""
-            return self._session()
-
-        def _on_change(self, change: StateChange) -> None:
+            self._stop: list[Callable[[], None]] = [feed.observe(self.refresh)]
+            ipython = shell()
+            if ipython is not None:
+                ipython.events.register("post_run_cell", self._after_cell)
+                self._stop.append(lambda: ipython.events.unregister("post_run_cell", self._after_cell))
             self.refresh()
 
         def _after_cell(self, result: Any) -> None:
-            if self.session is None:  # nothing left to follow: stop listening
+            if self._draw() is None:  # the session is gone: nothing left to follow
                 self._unhook()
-            self.refresh()
 
         def _unhook(self) -> None:
             while self._stop:
@@ -185,14 +146,11 @@ def _panel_class() -> type:
 
         def wake(self) -> Future:
             """Warm the compute up in the background (the button's action)."""
-            session = self.session
-            if session is None:
-                raise NeonError("this panel's session is gone; display a live session to wake it")
             with self._lock:  # the warm-up thread's first redraw waits for _warming
                 start = self._warming is None or self._warming.done()
                 if start:
                     self._note = None
-                    self._warming = session.warm_up(background=True)
+                    self._warming = self.feed.wake()
                 warming = self._warming
             if start:
                 warming.add_done_callback(self._warmed)  # may run at once: outside the lock
@@ -201,29 +159,33 @@ def _panel_class() -> type:
 
         def _warmed(self, future: Future) -> None:
             exc = future.exception()
-            session = self.session
-            if exc is not None and session is not None and session.last_error is None:
-                self._note = f"wake-up failed: {exc}"
+            status = self.feed.status()
+            if exc is not None and status is not None and status.last_error is None:
+                self._note = self.feed.mask(f"wake-up failed: {exc}")
             self.refresh()
 
-        def _rows(self) -> tuple[ComputeState, list[tuple[str, str]], bool]:
-            """State, rows and whether the session is closed (or gone), read once."""
-            session = self.session
-            if session is None:
-                return ComputeState.UNKNOWN, list(_GONE_ROWS), True
-            rows = status_rows(session)
+        def _rows(self, status: Status | None) -> list[Row]:
+            if status is None:
+                return list(GONE_ROWS)
+            rows = status_rows(status)
             if self._note:
-                rows.append(("last error", mask(session, self._note)))
-            return session.state, rows, session.closed
+                rows.append(("last error", self._note))
+            return rows
 
         def refresh(self) -> None:
-            """Redraw from the session's current state (any thread)."""
-            state, rows, closed = self._rows()
+            """Redraw from a new snapshot (any thread)."""
+            self._draw()
+
+        def _draw(self) -> Status | None:
+            """Take one snapshot, draw it, and return it (None: the session is gone)."""
+            status = self.feed.status()
+            rows = self._rows(status)
             with self._lock:
-                self.wake_button.disabled = closed or (
+                self.wake_button.disabled = status is None or status.closed or (
                     self._warming is not None and not self._warming.done())
-                self.state_html.value = _state_html(state, rows)
+                self.state_html.value = _state_html(status.state if status else ComputeState.UNKNOWN, rows)
                 self.details_html.value = _details_html(rows)
+            return status
 
         def close(self) -> None:
             self._unhook()
@@ -232,7 +194,7 @@ def _panel_class() -> type:
             super().close()
 
         def __repr__(self) -> str:
-            return _rows_text(self._rows()[1])
+            return rows_text(self._rows(self.feed.status()))
 
         def _repr_mimebundle_(self, **kwargs: Any) -> dict | None:
             bundle = super()._repr_mimebundle_(**kwargs)
@@ -243,12 +205,17 @@ def _panel_class() -> type:
     return StatusPanel
 
 
+def status_panel(feed: Feed) -> ipywidgets.VBox:
+    """A live panel (an ``ipywidgets.VBox``) following ``feed``; ``close()`` it when done."""
+    return _panel_class()(feed)
+
+
 def status_widget(session: Session) -> ipywidgets.VBox:
-    """A live status panel (an ``ipywidgets.VBox``) for ``session``; ``close()`` it when done."""
-    return _panel_class()(session)
+    """A live status panel for ``session``, which it holds weakly; ``close()`` it when done."""
+    return status_panel(SessionFeed(session))
 
 
-_panels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_panels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a session -> its shared panel
 
 
 def shared_panel(session: Session) -> ipywidgets.VBox:
@@ -263,5 +230,5 @@ def shared_panel(session: Session) -> ipywidgets.VBox:
 def repr_mimebundle(session: Session) -> dict[str, Any]:
     """The session's display: its live panel in a notebook, always with ``text/plain``."""
     if not in_notebook():
-        return {"text/plain": status_text(session)}
+        return {"text/plain": status_text(session.status())}
     return shared_panel(session)._repr_mimebundle_()
