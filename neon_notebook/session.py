@@ -388,8 +388,7 @@ class Session:
 
     # -- status and display ------------------------------------------------------
     def status(self) -> Status:
-        """A frozen snapshot of what the session knows (state, endpoints, ping, pools, last
-        query, last error), every string with the password masked: what the views draw."""
+        """A frozen snapshot for the views (state, endpoints, ping, pools, last query and error), masked."""
         def masked(text: str | None) -> str | None:
             return None if text is None else self._redact(text)
 
@@ -403,9 +402,8 @@ class Session:
         return Endpoints(pooled, direct)
 
     def _redact(self, text: str) -> str:
-        """``text`` with this session's password (and other secrets) shown as ``****``:
-        the one place that knows them, for the snapshot and for texts the views show
-        that are not in it (errors, warnings, a warm-up's report)."""
+        """``text`` with the session's secrets as ``****``: the one place that knows them, for the
+        snapshot and for what the views show beside it (errors, warnings, a warm-up's report)."""
         return redact(text, *(s for role in ("pooled", "direct") for s in self._endpoint(role).secrets))
 
     # The model touches the views only here and in ``_progress`` (a read's bar), each
@@ -504,10 +502,8 @@ def _call_alive(ref: weakref.ReferenceType[Session], method: Callable[..., T], *
 def _progress(progress: ProgressArg) -> Iterator[Progress | None]:
     """The callback to hand the readers: the user's, or a progress bar closed with the read.
 
-    A bad ``progress`` is refused here, before the read connects. A bar is a view
-    (a notebook widget or a terminal line, chosen where it is drawn): this is the
-    third and last lazy touch of ``ui/``, as ``progress="auto"`` is the reads'
-    default and no caller above the session could choose it instead.
+    A bad ``progress`` is refused here, before the read connects. A bar is a view: the third
+    and last lazy touch of ``ui/``, as ``"auto"`` is the reads' default and no caller above chooses.
     """
     _check_progress(progress)
     if progress is None or progress is False or callable(progress):
