@@ -243,6 +243,27 @@ def test_status_shows_the_sessions_panel_in_a_notebook(shell, magics, monkeypatc
     shown[0].close()
 
 
+def test_connect_list_and_status_print_the_snapshot_without_a_server(shell, capsys):
+    """Nothing connects until a query: these commands read the session's status() only."""
+    from neon_notebook.ui.status import status_text
+
+    fresh = NeonMagics(shell)
+    shell.register_magics(fresh)
+    try:
+        shell.run_line_magic("neon", "connect nowhere postgresql://alex:s3cret@127.0.0.1:1/app")
+        shell.run_line_magic("neon", "list")
+        shell.run_line_magic("neon", "status nowhere")
+        out = capsys.readouterr().out
+        status = fresh.sessions["nowhere"].status()
+        assert out.startswith("nowhere: alex@127.0.0.1:1/app (pooled)\n")
+        assert f"* nowhere: {status.endpoints} [unknown]" in out
+        assert status_text(status) in out and "endpoint  alex@127.0.0.1:1/app" in out
+        assert "s3cret" not in out
+    finally:
+        for session in fresh.sessions.values():
+            session.close()
+
+
 def test_use_a_session_made_in_python(shell, compute, capsys):
     import neon_notebook as nn
 
