@@ -76,10 +76,11 @@ def worker(reader: str, url: str, query: str) -> dict:
 
         import neon_notebook as nn
         import neon_notebook.readers  # noqa: F401
-        from neon_notebook.readers import _stream
+        from neon_notebook.readers import _decode
 
         # "(COPY text)": the path without the C decoder (a machine with no compiler).
-        _stream.BINARY_COPY = _stream.NATIVE_RECEIVE = "(COPY text)" not in reader
+        if "(COPY text)" in reader:
+            _decode._pgcopy = None
 
         # Import what this reader uses before timing, as the peers' workers do.
         for module in {"read_polars": ["polars"], "read_pandas": ["pandas"]}.get(reader.split()[1], []):

@@ -1,17 +1,21 @@
-"""Small facts about SQL text that both the magics and the readers need.
+"""The one SQL lexer, shared by the readers and the magics' ``:name`` binding.
 
-:func:`statements` is a lexer that knows what PostgreSQL skips: string
-literals (``'...'``, ``E'...'``), quoted identifiers, dollar quotes, ``--``
-and nested ``/* */`` comments.  It splits a text into its top-level
-statements, each a list of tokens, so the readers can tell what a text does
-(``SET``, ``COMMIT``, ``COPY ... FROM STDIN``...) without being fooled by a
-keyword inside a string or a comment.
+:func:`tokens` knows what PostgreSQL skips: string literals (``'...'``,
+``E'...'``), quoted identifiers, dollar quotes, ``--`` and nested ``/* */``
+comments.  :func:`statements` splits a text into its top-level statements,
+each a list of tokens, so the readers can tell what a text does (``SET``,
+``COMMIT``, ``COPY ... FROM STDIN``...) without being fooled by a keyword
+inside a string or a comment; :func:`first_word` reads only as far as the
+first keyword; :func:`colon_parameters` finds the magics' ``:name``
+placeholders.  :func:`original_offset` maps a position in a rewritten text
+(parameters bound, ``SET`` made ``SET LOCAL``) back to the text as written.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 
 def end_of_block_comment(text: str, start: int) -> int:
@@ -37,7 +41,7 @@ _SCAN = re.compile(
     | (?P<dollar>\$(?:[^\W\d]\w*)?\$)
     | (?P<word>[^\W\d][\w$]*)
     | (?P<number>\d[\w.]*|\$\d+)
-    | (?P<op>::|[;(),=.\[\]]|[^\s\w;(),=.'"$\[\]]+|\$)
+    | (?P<op>::|[;(),=.:\[\]]|[^\s\w;(),=.:'"$\[\]]+|\$)
     """,
     re.VERBOSE,
 )
@@ -83,9 +87,9 @@ class Statement:
         return any(tuple(values[i:i + n]) == words for i in range(len(values) - n + 1))
 
 
-def tokens(text: str) -> list[Token]:
-    """Every token of ``text``; string literals, dollar quotes and identifiers whole, comments dropped."""
-    out: list[Token] = []
+def iter_tokens(text: str) -> Iterator[Token]:
+    """The tokens of ``text`` one by one (string literals, dollar quotes and identifiers whole,
+    comments dropped), so that a caller needing only the first few lexes no further."""
     i, n = 0, len(text)
     while i < n:
         m = _SCAN.match(text, i)
@@ -100,14 +104,74 @@ def tokens(text: str) -> list[Token]:
             tag = m.group()
             close = text.find(tag, m.end())
             end = n if close < 0 else close + len(tag)
-            out.append(Token("string", text[i:end], i, end))
+            yield Token("string", text[i:end], i, end)
             i = end
             continue
         if kind not in ("space", "comment"):
             value = m.group().lower() if kind == "word" else m.group()
-            out.append(Token(kind, value, i, m.end()))
+            yield Token(kind, value, i, m.end())
         i = m.end()
+
+
+def tokens(text: str) -> list[Token]:
+    """Every token of ``text`` (see :func:`iter_tokens`)."""
+    return list(iter_tokens(text))
+
+
+_LETTERS = re.compile(r"[A-Za-z_]+")
+
+
+def first_word(text: str) -> str:
+    """The first keyword, lowercased, past comments and opening parentheses (``""`` if none)."""
+    for tok in iter_tokens(text):
+        if tok.kind == "op" and tok.value == "(":
+            continue
+        m = _LETTERS.match(tok.value) if tok.kind == "word" else None
+        return m.group(0) if m else ""
+    return ""
+
+
+# A character after which a colon is SQL, not a parameter: ``a:b``, ``arr[1:n]``, ``f(x):y``.
+_NOT_BEFORE_PARAMETER = re.compile(r"[\w\]\)$:]")
+_PARAMETER_NAME = re.compile(r"[^\W\d]\w*")
+
+
+def colon_parameters(text: str) -> list[tuple[int, int, str]]:
+    """The ``:name`` placeholders of ``text`` as ``(start, end, name)``, in order.
+
+    A colon is a placeholder only where SQL could not mean something else: not
+    in ``::casts``, strings, quoted identifiers, dollar quotes or comments (the
+    lexer skips those), and not right after a name, number or bracket.
+    """
+    out = []
+    previous: Token | None = None
+    for tok in iter_tokens(text):
+        if (previous is not None and previous.value == ":" and previous.kind == "op"
+                and tok.kind == "word" and tok.start == previous.end
+                and not (previous.start and _NOT_BEFORE_PARAMETER.match(text, previous.start - 1))):
+            m = _PARAMETER_NAME.match(text, tok.start)
+            out.append((previous.start, m.end(), m.group()))
+        previous = tok
     return out
+
+
+def original_offset(offset: int, edits: Iterable[tuple[int, int, int]]) -> int:
+    """A 0-based offset in a rewritten text, as an offset in the text before the rewrites.
+
+    ``edits``: ``(start, end, new_length)`` in the original text's offsets, in
+    order, not overlapping: ``text[start:end]`` became ``new_length``
+    characters.  An offset inside a rewritten span maps to the span's start.
+    Both the magics (``:name`` -> a literal) and the readers (``SET`` -> ``SET
+    LOCAL`` on the pooled endpoint) map the server's error positions with it.
+    """
+    shift = 0  # rewritten offset minus original offset, so far
+    for start, end, new_length in edits:
+        if offset < start + shift:
+            break
+        if offset < start + shift + new_length:
+            return start
+        shift += new_length - (end - start)
+    return offset - shift
 
 
 def statements(text: str) -> list[Statement]:

@@ -76,7 +76,7 @@ def value(code):
 
 n_ok = n_err = 0
 for _ in range(int(sys.argv[1])):
-    codes = "".join(rng.choice("?248DTIsyjunVN") for _ in range(rng.randint(1, 6)))
+    codes = "".join(rng.choice(_pgcopy.CODES) for _ in range(rng.randint(1, 6)))
     data = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8 if rng.random() < 0.5 else b""
     for _ in range(rng.randint(0, 5)):
         data += row([value(c) for c in codes])

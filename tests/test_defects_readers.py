@@ -338,7 +338,7 @@ def test_copy_from_stdin_and_to_stdout_give_clear_errors(conn, table):
 
 def test_settle_ends_an_unexpected_copy_in(conn, table):
     """If a COPY FROM STDIN reached the server anyway, settling the connection ends it."""
-    from neon_notebook.readers._stream import settle
+    from neon_notebook.readers._scope import settle
 
     conn.pgconn.send_query(f"copy {table} from stdin".encode())
     while conn.pgconn.is_busy():

@@ -18,9 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from neon_notebook.readers import iter_batches, read_arrow, to_parquet
-from neon_notebook.readers import _stream
+from neon_notebook.readers import _copy, _decode
+from neon_notebook.readers._registry import VARIABLE_CODES, VIEW_CODES, WIRE_CODES
 
-pgcopy = _stream._pgcopy
+pgcopy = _decode._pgcopy
 
 ALLOCATE = functools.partial(pa.allocate_buffer)
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -85,7 +86,7 @@ def test_decodes_a_real_stream(sample):
     for (validity, offsets, values), code in zip(columns, codes.decode()):
         assert validity is not None  # the second row is all NULLs
         assert bytes(validity)[0] & 0b11 == 0b01
-        assert (offsets is None) == (code not in "syjun")
+        assert (offsets is None) == (code not in VARIABLE_CODES)
 
 
 def test_numeric_text_matches_postgres(direct_url):
@@ -121,11 +122,11 @@ def test_decimal_column_turns_to_text_on_nan(direct_url):
 
 def test_view_layout_matches_offsets(sample):
     data, codes = sample
-    params = bytes(1 if c in "syju" else 0 for c in codes.decode())
+    params = bytes(1 if c in VIEW_CODES else 0 for c in codes.decode())
     _, flat, _ = pgcopy.decode(data, codes, ALLOCATE)
     rows, viewed, _ = pgcopy.decode(data, codes, ALLOCATE, params)
     for code, (v1, o1, d1), (v2, o2, d2) in zip(codes.decode(), flat, viewed):
-        if code not in "syju":
+        if code not in VIEW_CODES:
             continue
         plain_type, view_type = (pa.binary(), pa.binary_view()) if code == "y" else (pa.string(), pa.string_view())
         a = pa.Array.from_buffers(plain_type, rows, [v1, o1, d1])
@@ -149,7 +150,7 @@ def test_every_truncation_raises(sample):
 
 
 @FUZZ
-@given(data=st.binary(max_size=200), codes=st.text("?248DTIsyjunVN", min_size=1, max_size=6))
+@given(data=st.binary(max_size=200), codes=st.text(WIRE_CODES, min_size=1, max_size=6))
 def test_random_bytes_never_crash(data, codes):
     try:
         pgcopy.decode(data, codes.encode(), ALLOCATE, bytes(len(codes)))
@@ -208,25 +209,26 @@ def reading_loop(request, monkeypatch):
     """Run a test with the C reading loop (libpq's PQgetCopyData) and with the Python one."""
     native = request.param == "C loop"
     if native:
-        assert _stream.native_receive(), "the C reading loop could not bind psycopg's libpq"
-    monkeypatch.setattr(_stream, "NATIVE_RECEIVE", native)
+        assert _copy.native_receive(), "the C reading loop could not bind psycopg's libpq"
+    monkeypatch.setattr(_copy, "NATIVE_RECEIVE", native)
     return request.param
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "text"])
-def test_both_reading_loops_give_the_same_table(conn, reading_loop, monkeypatch, binary):
-    monkeypatch.setattr(_stream, "BINARY_COPY", binary)
+def test_both_reading_loops_give_the_same_table(conn, reading_loop, binary):
+    fmt = "binary" if binary else "text"
     query = ("SELECT i, md5(i::text) AS s, CASE WHEN i % 3 = 0 THEN NULL ELSE i * 1.5 END AS f, "
              "now()::date - i AS d FROM generate_series(1, 50000) i")
     expected = conn.execute(query).fetchall()
-    table = read_arrow(conn, query)
+    table = read_arrow(conn, query, copy_format=fmt)
     assert table.num_rows == 50000 and table.column(0).num_chunks > 1  # several 1 MB blocks
     assert [tuple(r.values()) for r in table.to_pylist()] == expected
-    stream = iter_batches(conn, query, batch_rows=7000)
+    stream = iter_batches(conn, query, batch_rows=7000, copy_format=fmt)
     assert [b.num_rows for b in stream] == [7000] * 7 + [1000]
     assert stream.path == ("copy binary" if binary else "copy text") and stream.rows == 50000
     seen = []
-    read_arrow(conn, query, progress=lambda rows, nbytes, estimate: seen.append((rows, nbytes)))
+    read_arrow(conn, query, progress=lambda rows, nbytes, estimate: seen.append((rows, nbytes)),
+               copy_format=fmt)
     assert seen[-1][0] == 50000 and seen == sorted(seen)
 
 
@@ -243,7 +245,7 @@ def test_blocks_cut_at_the_trailer(conn, reading_loop):
 @given(vectors=st.lists(st.one_of(st.none(), st.lists(
     st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=1, max_size=16)), max_size=8))
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_pgvector_binary_against_psycopg_and_the_text_path(vector_table, vectors, monkeypatch):
+def test_pgvector_binary_against_psycopg_and_the_text_path(vector_table, vectors):
     conn, table = vector_table
     conn.execute(f"TRUNCATE {table} RESTART IDENTITY")
     with conn.cursor() as cur:
@@ -256,9 +258,7 @@ def test_pgvector_binary_against_psycopg_and_the_text_path(vector_table, vectors
     oracle = [None if r[0] is None else [float(np.float32(x)) for x in json.loads(r[0])]
               for r in conn.execute(f"SELECT v::text FROM {table} ORDER BY id")]
     assert binary.column("v").to_pylist() == oracle
-    with monkeypatch.context() as patch:
-        patch.setattr(_stream, "BINARY_COPY", False)
-        assert read_arrow(conn, query).equals(binary)
+    assert read_arrow(conn, query, copy_format="text").equals(binary)
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +277,7 @@ def test_decoder_under_address_and_undefined_behaviour_sanitizers(tmp_path):
     import sysconfig
     from pathlib import Path
 
-    source = Path(_stream.__file__).with_name("_pgcopy.c")
+    source = Path(_decode.__file__).with_name("_pgcopy.c")
     target = tmp_path / ("_pgcopy" + sysconfig.get_config_var("EXT_SUFFIX"))
     subprocess.run(["cc", "-shared", "-fPIC", "-g", "-O1", "-fsanitize=address,undefined",
                     "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",

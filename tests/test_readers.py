@@ -254,7 +254,7 @@ def test_iter_batches_caps_bytes(conn):
 
 def test_iter_batches_memory_is_bounded(conn):
     q = "SELECT i, md5(i::text) || md5((-i)::text) AS s FROM generate_series(1, 400000) i"
-    from neon_notebook.readers._stream import parse_pool
+    from neon_notebook.readers._decode import parse_pool
 
     def arrow_bytes() -> int:
         pools = {pa.default_memory_pool().backend_name: pa.default_memory_pool(),

@@ -69,9 +69,9 @@ def conn(tls_url):
 
 @pytest.mark.parametrize("native", [True, False], ids=["C loop", "Python loop"])
 def test_reads_over_tls_equal_psycopg(conn, monkeypatch, native):
-    monkeypatch.setattr(_stream, "NATIVE_RECEIVE", native)
+    monkeypatch.setattr(_copy, "NATIVE_RECEIVE", native)
     if native:
-        assert _stream.native_receive()
+        assert _copy.native_receive()
     expected = conn.execute(QUERY).fetchall()
     table = read_arrow(conn, QUERY)  # the int[] column takes COPY's text format
     assert [tuple(r.values()) for r in table.to_pylist()] == expected

@@ -30,7 +30,7 @@ from neon_notebook.readers import (
     read_polars,
     to_polars,
 )
-from neon_notebook.readers import _stream
+from neon_notebook.readers import _decode
 
 from readers_support import arrow_values, oracle, same
 
@@ -44,10 +44,12 @@ PROPERTY = settings(
 
 @pytest.fixture(autouse=True, params=["binary", "text"])
 def copy_format(request, monkeypatch):
-    """Every test here runs on both COPY formats: binary (the C decoder) and text (Arrow's CSV reader)."""
-    if request.param == "binary" and _stream._pgcopy is None:
+    """Every test here runs on both COPY formats: binary (the C decoder) and text (Arrow's CSV reader,
+    as where the decoder was not built)."""
+    if request.param == "binary" and _decode._pgcopy is None:
         pytest.fail("the binary COPY decoder (neon_notebook.readers._pgcopy) is not built")
-    monkeypatch.setattr(_stream, "BINARY_COPY", request.param == "binary")
+    if request.param == "text":
+        monkeypatch.setattr(_decode, "_pgcopy", None)
     return request.param
 
 

@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pyarrow as pa
 
+from ..errors import ConfigurationError
 from ._lazy import lazy_module
+from ._registry import PANDAS_DTYPES
 
 pc = lazy_module("pyarrow.compute")
 
@@ -209,7 +211,7 @@ def to_pandas(table: pa.Table, dtype_backend: DtypeBackend = "numpy_nullable") -
     if dtype_backend == "pyarrow":
         return table.to_pandas(types_mapper=pd.ArrowDtype)
     if dtype_backend != "numpy_nullable":
-        raise ValueError(
+        raise ConfigurationError(
             f"dtype_backend must be 'numpy_nullable' or 'pyarrow', not {dtype_backend!r}"
         )
 
@@ -229,19 +231,7 @@ def to_pandas(table: pa.Table, dtype_backend: DtypeBackend = "numpy_nullable") -
         for f in table.schema
         if pa.types.is_decimal(f.type)
     }
-    mapping = {
-        **decimals,
-        pa.int8(): pd.Int8Dtype(),
-        pa.int16(): pd.Int16Dtype(),
-        pa.int32(): pd.Int32Dtype(),
-        pa.int64(): pd.Int64Dtype(),
-        pa.uint32(): pd.UInt32Dtype(),
-        pa.float32(): pd.Float32Dtype(),
-        pa.float64(): pd.Float64Dtype(),
-        pa.bool_(): pd.BooleanDtype(),
-        pa.string(): pd.StringDtype(),
-        pa.large_string(): pd.StringDtype(),
-    }
+    mapping = {**decimals, **{t: pd.api.types.pandas_dtype(name) for t, name in PANDAS_DTYPES.items()}}
 
     def dtype(type_: pa.DataType):
         # Lists stay Arrow lists: numpy arrays of their elements would turn

@@ -21,7 +21,7 @@ from typing import Sequence, Tuple
 
 from .._sqltext import Statement, Token, statements, tokens
 from ..errors import SessionSettingWarning, SessionStateRefused, UnsupportedStatement
-from ._types import SETTINGS_READ
+from ._output import SETTINGS_READ
 
 #: Settings that shape PostgreSQL's text output (lowercase, as SET spells them).
 OUTPUT_SETTINGS = frozenset(name.lower() for name in SETTINGS_READ)
@@ -115,21 +115,6 @@ def apply_edits(sql: str, edits: Sequence[Edit]) -> str:
     for start, end, replacement in reversed(edits):
         sql = sql[:start] + replacement + sql[end:]
     return sql
-
-
-def original_position(position: int, edits: Sequence[Edit]) -> int:
-    """A 1-based position in the edited text, as a position in the text before ``edits``.
-
-    A position inside a replacement maps to the replaced text's start.
-    """
-    target, shift = position - 1, 0  # shift: edited offset minus original offset, so far
-    for start, end, replacement in edits:
-        if target < start + shift:
-            break
-        if target < start + shift + len(replacement):
-            return start + 1
-        shift += len(replacement) - (end - start)
-    return target - shift + 1
 
 
 def _check_statement(st: Statement) -> tuple[int, int, str] | None:

@@ -6,7 +6,9 @@
  * buffers from allocate(nbytes) (pyarrow's, from the reader's memory pool)
  * laid out as Arrow wants them.
  *
- * Codes (the wire format each type's send function writes):
+ * Codes (the wire format each type's send function writes; defined, with the
+ * types that use them, in _registry.py, which readers/_decode.py checks against
+ * CODES and VIEW_CODES exported here):
  *   '?' bool            -> bitmap              '2' '4' '8' int/float/oid/time -> native endian
  *   'D' date            -> date32 (days since 1970; +-infinity -> INT32_MAX/MIN)
  *   'T' timestamp[tz]   -> int64 us since 1970 (+-infinity -> INT64_MAX/MIN+1)
@@ -244,6 +246,8 @@ static const char CODES[] = "?248DTIsyjunVN";
 #else
 static const char CODES[] = "?248DTIsyjunV";
 #endif
+/* The variable-length codes that take params 1 for Arrow's view layout. */
+static const char VIEW_CODES[] = "syju";
 
 /* Finish row r's value of a variable-length column, written at values + pos.
  * Offsets layout: the next offset.  View layout (Arrow's string_view): a
@@ -421,7 +425,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
                 goto done;
             }
             cols[c].scale = param;
-        } else if (strchr("syju", cols[c].code)) {
+        } else if (strchr(VIEW_CODES, cols[c].code)) {
             cols[c].views = param == 1;
         }
     }
@@ -640,6 +644,7 @@ PyMODINIT_FUNC PyInit__pgcopy(void) {
                                          PyExc_ArithmeticError, NULL);
     if (PyModule_AddObjectRef(m, "DecimalOverflow", DecimalOverflow) < 0 ||
         PyModule_AddStringConstant(m, "CODES", CODES) < 0 ||
+        PyModule_AddStringConstant(m, "VIEW_CODES", VIEW_CODES) < 0 ||
         PyModule_AddObjectRef(m, "RowBuffer", (PyObject *)&RowBufferType) < 0 ||
         PyModule_AddIntConstant(m, "WAIT", RECV_WAIT) < 0 || PyModule_AddIntConstant(m, "FULL", RECV_FULL) < 0 ||
         PyModule_AddIntConstant(m, "DONE", RECV_DONE) < 0 ||

@@ -50,7 +50,7 @@ from psycopg.types.string import BytesDumper
 from ..errors import NeonError
 from .progress import progress_bar
 from ..session import Session, connect
-from .._sqltext import end_of_block_comment
+from .._sqltext import colon_parameters, original_offset
 from ._env import in_notebook
 from .status import status_text
 from .widgets import shared_panel
@@ -60,22 +60,6 @@ PREVIEW_ROWS = 50
 OUTPUT_KINDS = ("pandas", "polars", "arrow")
 
 # -- :name parameters -----------------------------------------------------------
-
-# What the scanner skips whole (group 1) or takes as a parameter (group 2).
-_TOKENS = re.compile(
-    r"""
-    (   --[^\n]*                                   # line comment
-      | /\*                                        # block comment (nesting handled by _skip)
-      | (?<![\w$])[Ee]'(?:[^'\\]|\\.|'')*'?        # E'escape string'
-      | '(?:[^']|'')*'?                            # 'string'
-      | "(?:[^"]|"")*"?                            # "quoted identifier"
-      | (?<![\w$])\$(?:[^\W\d]\w*)?\$              # $tag$ opening a dollar quote
-      | ::+                                        # cast
-    )
-    | (?<![\w\]\)$:]):([^\W\d]\w*)                  # :name, not after a name, number, ] or )
-    """,
-    re.VERBOSE,
-)
 
 
 @dataclass(frozen=True)
@@ -95,34 +79,18 @@ def bind_parameters(text: str, namespace: Mapping[str, Any]) -> tuple[str, dict[
     out: list[str] = []
     found: list[Placeholder] = []
     pos = 0
-    i = 0
-    while (m := _TOKENS.search(text, i)) is not None:
-        if m.group(2) is None:
-            i = _skip(text, m)
-            continue
-        name = m.group(2)
+    for start, end, name in colon_parameters(text):  # the readers' lexer: strings, comments... skipped
         if name not in namespace:
             raise UsageError(f":{name} in the cell names no variable of the notebook. Define {name}, "
                              f"or write ': {name}' if the colon is SQL.")
-        out.append(text[pos:m.start()].replace("%", "%%"))
+        out.append(text[pos:start].replace("%", "%%"))
         out.append(f"%({name})s")
-        found.append(Placeholder(m.start(), m.end(), name))
-        pos = i = m.end()
+        found.append(Placeholder(start, end, name))
+        pos = end
     if not found:
         return text, None, []
     out.append(text[pos:].replace("%", "%%"))
     return "".join(out), {p.name: namespace[p.name] for p in found}, found
-
-
-def _skip(text: str, m: re.Match[str]) -> int:
-    """The offset after a skipped token (finding the end of block comments and dollar quotes)."""
-    token = m.group(1)
-    if token == "/*":
-        return end_of_block_comment(text, m.start(1))
-    if token.startswith("$"):
-        end = text.find(token, m.end())
-        return len(text) if end < 0 else end + len(token)
-    return m.end()
 
 
 class _HexBytesDumper(BytesDumper):
@@ -167,17 +135,8 @@ def cell_offset(position: int, placeholders: list[Placeholder], params: Mapping[
     The readers bind parameters client-side, so the server saw each ``:name``
     as a literal; positions after it shift by the length difference.
     """
-    target = position - 1
-    shift = 0  # bound offset minus cell offset, so far
-    for p in placeholders:
-        start_bound = p.start + shift
-        if target < start_bound:
-            break
-        length = _literal_length(params[p.name]) if params else 0
-        if target < start_bound + length:
-            return p.start
-        shift += length - (p.end - p.start)
-    return max(0, target - shift)
+    edits = ((p.start, p.end, _literal_length(params[p.name]) if params else 0) for p in placeholders)
+    return max(0, original_offset(position - 1, edits))
 
 
 # -- showing errors ------------------------------------------------------------
@@ -207,9 +166,7 @@ def error_lines(exc: BaseException, cell: str, placeholders: list[Placeholder],
     position = int(diag.statement_position or 0)
     edits = getattr(exc, "_nn_edits", ())  # the readers' rewrites of the bound text (SET -> SET LOCAL)
     if position and edits:
-        from ..readers._guard import original_position
-
-        position = original_position(position, edits)
+        position = original_offset(position - 1, ((start, end, len(new)) for start, end, new in edits)) + 1
     offset = cell_offset(position, placeholders, params) if position else -1
     if 0 <= offset <= len(cell):  # a position past the cell is in a text the readers rewrote: no caret
         line_start = cell.rfind("\n", 0, offset) + 1
