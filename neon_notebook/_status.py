@@ -42,6 +42,7 @@ class EndpointSummary:
 
     @classmethod
     def of(cls, endpoint: Endpoint, mask: Callable[[str], str] = str) -> EndpointSummary:
+        """The summary of ``endpoint``, ``mask`` applied to its strings (the session's secrets)."""
         return cls("pooled" if endpoint.pooled else "direct", endpoint.user and mask(endpoint.user),
                    mask(endpoint.host), endpoint.port, endpoint.database and mask(endpoint.database),
                    mask(summary(endpoint)))
