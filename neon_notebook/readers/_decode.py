@@ -48,7 +48,7 @@ else:
     if _pgcopy.CODES not in (wire.WIRE_CODES, wire.WIRE_CODES.replace(wire.NUMERIC_DECIMAL, "")) \
             or getattr(_pgcopy, "VIEW_CODES", None) != wire.VIEW_CODES:
         raise ImportError(f"neon_notebook.readers._pgcopy knows the codes {_pgcopy.CODES!r}, the registry "
-                          f"{wire.WIRE_CODES!r}: rebuild it (pip install -e . --no-build-isolation)")
+                          f"{wire.WIRE_CODES!r}: rebuild it (pip install -e .)")
 
 
 @dataclass
@@ -60,7 +60,6 @@ class Block:
     #: Columns held as PostgreSQL's text in this block: a timestamp or
     #: interval past its Arrow type's range (the reader decides the column).
     text_columns: frozenset[int] = frozenset()
-
 
 
 @functools.lru_cache(maxsize=None)

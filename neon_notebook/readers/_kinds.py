@@ -20,8 +20,9 @@ surveyed the values -- all of them for ``read_*``, the first batch for
 streams -- and :meth:`Kind.apply` then converts, raising
 :class:`UnrepresentableValue` rather than losing digits.
 
-Arrow and numpy only (psycopg's array parser is handed in by the catalog);
-the error classes load on first use.
+Arrow and numpy only (psycopg's array parser is handed in by the catalog,
+and libpq unescapes ``bytea_output = escape``); the error classes load on
+first use.
 """
 
 from __future__ import annotations
@@ -254,9 +255,6 @@ class Vector(Kind):
         return pc.split_pattern(inner, ",").cast(self.arrow_type)
 
 
-
-
-
 @dataclass
 class NumericSurvey:
     scale: int = 0  # largest number of digits after the point
@@ -444,7 +442,6 @@ class Array(Kind):
         return pa.ListArray.from_arrays(offsets, values, type=decided, mask=mask)
 
 
-
 def warn_fallback(column: str, pgname: str, why: str) -> None:
     warnings.warn(
         f"column {column!r} ({pgname}) is returned as text because {why}",
@@ -453,11 +450,9 @@ def warn_fallback(column: str, pgname: str, why: str) -> None:
     )
 
 
-
 def beyond_arrow(kind: Kind) -> bool:
     """Whether a kind's values can fall past its Arrow type's range (then: PostgreSQL's text)."""
     return isinstance(kind, (Timestamp, Interval))
-
 
 
 def make_kind(row: PgType, typmod: int, settings: dict[str, str]) -> Kind:

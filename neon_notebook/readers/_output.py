@@ -53,7 +53,6 @@ def output_fixes(settings: dict[str, str]) -> dict[str, str]:
     return fixes
 
 
-
 #: One query for the output settings the parsers depend on (at the start of a read, and
 #: after a text that may have changed them).
 READ_SETTINGS = "SELECT " + ", ".join(f"current_setting('{k}')" for k in SETTINGS_READ)

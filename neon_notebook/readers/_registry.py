@@ -66,11 +66,6 @@ class PgType:
     wire: str | None = None  # the binary decoder's code; None: COPY text only
     array: int | None = None  # the OID of its array type (one-dimensional arrays: list<arrow>)
 
-    @property
-    def views(self) -> bool:
-        """Whether its values can be handed over in Arrow's view layout (polars adopts those)."""
-        return self.wire is not None and self.wire in VIEW_CODES
-
 
 _T = PgType
 #: The builtin types with their own mapping; every other builtin type is text.

@@ -61,7 +61,6 @@ def us_text(us_since_2000: int) -> str:
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970
 
 
-
 def timestamp_text(us_since_1970: int, tz: bool) -> str:
     """A timestamp as PostgreSQL prints it in ISO style (timestamptz in UTC, ``+00``)."""
     if us_since_1970 == TIMESTAMP_INFINITY_US:
@@ -90,7 +89,6 @@ def interval_text(months: int, days: int, us: int) -> str:
         clock = f"{sign}{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
         parts.append(clock + (f".{frac:06d}".rstrip("0") if frac else ""))
     return " ".join(parts)
-
 
 
 def _validity_buffer(valid: pa.Array) -> pa.Buffer | None:
