@@ -17,11 +17,13 @@ from ._kinds import Column, beyond_arrow, warn_fallback
 from ._text import as_pg_text
 
 
-def _field(col: Column, type_: pa.DataType) -> pa.Field:
+def column_field(col: Column, type_: pa.DataType) -> pa.Field:
+    """The column's Arrow field, its PostgreSQL type in the metadata (Parquet keeps it)."""
     return pa.field(col.name, type_, metadata={"pg_type": col.kind.pgname})
 
 
-def _decide(col: Column, chunks: list[pa.Array]) -> pa.DataType:
+def decide_type(col: Column, chunks: list[pa.Array]) -> pa.DataType:
+    """The column's Arrow type: its kind's, or decided from ``chunks`` for a deferred kind."""
     kind = col.kind
     if not kind.deferred:
         return kind.arrow_type
@@ -29,15 +31,17 @@ def _decide(col: Column, chunks: list[pa.Array]) -> pa.DataType:
     return kind.decide(functools.reduce(kind.merge, surveys), col.name)
 
 
-def _apply(col: Column, type_: pa.DataType, chunk: pa.Array) -> pa.Array:
+def apply_type(col: Column, type_: pa.DataType, chunk: pa.Array) -> pa.Array:
+    """A chunk in the decided type (a deferred kind's raw chunk converted)."""
     return col.kind.apply(type_, chunk, col.name) if col.kind.deferred else chunk
 
 
-def _warn_text(col: Column) -> None:
+def warn_as_text(col: Column) -> None:
+    """Warn that the column comes as PostgreSQL's text (a value past Arrow's range)."""
     warn_fallback(col.name, col.kind.pgname, "it holds values past Arrow's range (see TYPES.md)")
 
 
-def _chunks(col: Column, type_: pa.DataType, block: Block, i: int) -> list[pa.Array]:
+def column_chunks(col: Column, type_: pa.DataType, block: Block, i: int) -> list[pa.Array]:
     """Column ``i`` of a block in the column's decided type (text for values past Arrow's range)."""
     if i in block.text_columns:
         if type_ != pa.string():
@@ -47,9 +51,9 @@ def _chunks(col: Column, type_: pa.DataType, block: Block, i: int) -> list[pa.Ar
         return block.columns[i]
     if type_ == pa.string() and beyond_arrow(col.kind):
         return [as_pg_text(c) for c in block.columns[i]]
-    return [_apply(col, type_, c) for c in block.columns[i]]
+    return [apply_type(col, type_, c) for c in block.columns[i]]
 
 
-def _no_columns(num_rows: int) -> pa.RecordBatch:
+def no_columns(num_rows: int) -> pa.RecordBatch:
     """A batch of ``num_rows`` rows and no column (``SELECT FROM t``)."""
     return pa.record_batch({"_": pa.nulls(num_rows)}).select([])

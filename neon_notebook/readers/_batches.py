@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ._assemble import _chunks, _decide, _field, _no_columns, _warn_text
+from ._assemble import column_chunks, column_field, decide_type, no_columns, warn_as_text
 from ._decode import Block
 from ._reader import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, CopyFormat, ProgressCallback, Reader
 from ._sql import Params, Query
@@ -73,12 +73,12 @@ class BatchStream:
     def _fix_schema(self, block: Block | None) -> None:
         cols = self._reader.columns or []
         self._types = [
-            _decide(col, block.columns[i] if block else []) for i, col in enumerate(cols)
+            decide_type(col, block.columns[i] if block else []) for i, col in enumerate(cols)
         ]
         for i in block.text_columns if block else ():
-            _warn_text(cols[i])
+            warn_as_text(cols[i])
             self._types[i] = pa.string()
-        self.schema = pa.schema([_field(c, t) for c, t in zip(cols, self._types)])
+        self.schema = pa.schema([column_field(c, t) for c, t in zip(cols, self._types)])
 
     def __iter__(self) -> BatchStream:
         return self
@@ -98,13 +98,13 @@ class BatchStream:
             self._fix_schema(block)
         cols = self._reader.columns
         if not cols:
-            batch = _no_columns(block.num_rows)
+            batch = no_columns(block.num_rows)
             self.delivered += 1
             self.rows_delivered += batch.num_rows
             return batch
         arrays = []
         for i, (col, type_) in enumerate(zip(cols, self._types)):
-            chunks = _chunks(col, type_, block, i)
+            chunks = column_chunks(col, type_, block, i)
             arrays.append(chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks))
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         self.delivered += 1

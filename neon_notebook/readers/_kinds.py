@@ -36,8 +36,8 @@ import pyarrow as pa
 
 from ._lazy import lazy_module
 from ._registry import PgType
-from ._text import _date_value, _first_long_interval, _hex_decode, _temporal_from_text, _timestamp_value, \
-    _validity_buffer, arrow_timezone
+from ._text import arrow_timezone, date_value, first_long_interval, hex_decode, temporal_from_text, \
+    timestamp_value, validity_buffer
 
 pc = lazy_module("pyarrow.compute")
 errors = lazy_module("neon_notebook.errors")  # with psycopg, which decoding does not need
@@ -130,7 +130,7 @@ class Bytea(Kind):
 
     def from_text(self, arr: pa.Array) -> pa.Array:
         if not self.escape:
-            return _hex_decode(arr)
+            return hex_decode(arr)
         from psycopg import pq
 
         unescape = pq.Escaping().unescape_bytea
@@ -143,7 +143,7 @@ class Date(Kind):
     csv_type = arrow_type = pa.date32()
 
     def from_text(self, arr: pa.Array) -> pa.Array:
-        return _temporal_from_text(arr, self.arrow_type, pa.int32(), _date_value)
+        return temporal_from_text(arr, self.arrow_type, pa.int32(), date_value)
 
 
 class Timestamp(Kind):
@@ -157,7 +157,7 @@ class Timestamp(Kind):
         self.csv_type = self.arrow_type
 
     def from_text(self, arr: pa.Array) -> pa.Array:
-        return _temporal_from_text(arr, self.arrow_type, pa.int64(), _timestamp_value)
+        return temporal_from_text(arr, self.arrow_type, pa.int64(), timestamp_value)
 
 
 class Time(Kind):
@@ -233,7 +233,7 @@ class Interval(Kind):
                     raise FloatingPointError
             except FloatingPointError:
                 raise errors.UnrepresentableValue(
-                    f"the interval {_first_long_interval(arr)!r} has a time part beyond Arrow's "
+                    f"the interval {first_long_interval(arr)!r} has a time part beyond Arrow's "
                     "nanosecond range (±292 years)"
                 ) from None
         rec = np.empty(n, dtype=[("months", "<i4"), ("days", "<i4"), ("nanos", "<i8")])
@@ -241,7 +241,7 @@ class Interval(Kind):
         rec["days"] = num("d")
         rec["nanos"] = us * 1000
         return pa.Array.from_buffers(
-            self.arrow_type, n, [_validity_buffer(valid), pa.py_buffer(rec.tobytes())]
+            self.arrow_type, n, [validity_buffer(valid), pa.py_buffer(rec.tobytes())]
         )
 
 

@@ -30,7 +30,7 @@ DATE_NEG_INFINITY_DAYS = -(2**31)
 
 _US_PER_DAY = 86_400_000_000
 
-def _first_long_interval(arr: pa.Array) -> str | None:
+def first_long_interval(arr: pa.Array) -> str | None:
     """The first interval text whose hours exceed what Arrow's nanoseconds hold (error messages)."""
     limit = (2**63 - 1) // 1000 // 3_600_000_000
     for v in arr.to_pylist():
@@ -91,7 +91,7 @@ def interval_text(months: int, days: int, us: int) -> str:
     return " ".join(parts)
 
 
-def _validity_buffer(valid: pa.Array) -> pa.Buffer | None:
+def validity_buffer(valid: pa.Array) -> pa.Buffer | None:
     """A validity bitmap for ``valid`` (a boolean array), or None if all valid."""
     if pc.all(valid).as_py() is not False:
         return None
@@ -105,7 +105,7 @@ for _i, _c in enumerate(b"ABCDEF"):
     _HEX[_c] = 10 + _i
 
 
-def _hex_decode(arr: pa.Array) -> pa.Array:
+def hex_decode(arr: pa.Array) -> pa.Array:
     """``\\x0a1b`` strings (bytea_output = hex) -> binary, without a Python loop."""
     n = len(arr)
     if n == 0:
@@ -136,7 +136,7 @@ def _hex_decode(arr: pa.Array) -> pa.Array:
     return pa.Array.from_buffers(
         pa.binary(),
         n,
-        [_validity_buffer(pc.is_valid(arr)), pa.py_buffer(new_offsets), pa.py_buffer(raw)],
+        [validity_buffer(pc.is_valid(arr)), pa.py_buffer(new_offsets), pa.py_buffer(raw)],
     )
 
 
@@ -176,7 +176,7 @@ def _parse_pg_datetime(s: str) -> tuple[int, int]:
     return days, us
 
 
-def _date_value(s: str) -> int:
+def date_value(s: str) -> int:
     if s == "infinity":
         return DATE_INFINITY_DAYS
     if s == "-infinity":
@@ -184,7 +184,7 @@ def _date_value(s: str) -> int:
     return _parse_pg_datetime(s)[0]
 
 
-def _timestamp_value(s: str) -> int:
+def timestamp_value(s: str) -> int:
     if s == "infinity":
         return TIMESTAMP_INFINITY_US
     if s == "-infinity":
@@ -200,7 +200,7 @@ _PLAIN_DATE = r"^\d{4}-\d\d-\d\d$"
 _PLAIN_TS = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,6})?([+-]\d\d(:\d\d)?)?$"
 
 
-def _temporal_from_text(
+def temporal_from_text(
     arr: pa.Array, target: pa.DataType, storage: pa.DataType, parse_one: Callable[[str], int]
 ) -> pa.Array:
     """Vectorised cast for ordinary values; Python only for infinity, BC, year > 9999."""
@@ -219,7 +219,7 @@ def _temporal_from_text(
     for i, s in zip(special, py):
         out[i] = parse_one(s)
     return pa.Array.from_buffers(
-        target, len(arr), [_validity_buffer(pc.is_valid(arr)), pa.py_buffer(out)]
+        target, len(arr), [validity_buffer(pc.is_valid(arr)), pa.py_buffer(out)]
     )
 
 
