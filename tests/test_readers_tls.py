@@ -21,7 +21,7 @@ import pytest
 from conftest import IN_CI
 from neon_notebook.local.binaries import postgres_bin_dir, server_dirs
 from neon_notebook.local.postgres import Postgres
-from neon_notebook.readers import _stream, iter_batches, read_arrow, read_polars
+from neon_notebook.readers import _copy, iter_batches, read_arrow, read_polars
 
 OS_POSTGRES = Path("/usr/lib/postgresql/15/bin")
 QUERY = ("SELECT i, md5(i::text) AS s, CASE WHEN i % 5 = 0 THEN NULL ELSE i / 7.0 END AS f, "
