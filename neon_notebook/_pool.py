@@ -72,14 +72,15 @@ class Pool:
         self._idle: deque[tuple[psycopg.Connection, float]] = deque()
         self._slots = threading.BoundedSemaphore(max_size)
         self._lock = threading.Lock()
-        self._in_use = 0
-        self._holders: Counter[int] = Counter()  # thread id -> slots it holds
-        self._owner: dict[int, int] = {}  # id(connection) -> the thread id that borrowed it
+        self._holders: Counter[int] = Counter()  # thread id -> slots it holds (under _lock)
+        # id(connection) -> the thread id that borrowed it; one store or pop each, atomic without a lock.
+        self._owner: dict[int, int] = {}
         self._closed = False
 
     @property
     def in_use(self) -> int:
-        return self._in_use
+        """Connections handed out and not yet returned."""
+        return len(self._owner)
 
     @property
     def idle(self) -> int:
@@ -103,21 +104,22 @@ class Pool:
         if self._closed:
             raise closed_error(f"the session's {self.name} pool is closed")
         me = threading.get_ident()
-        with self._lock:
+        with self._lock:  # the checkout's one lock: the self-held check and the count, together
             if self._holders[me] >= self.max_size:
                 raise PoolExhausted(self._self_held_message(), pool_size=self.max_size, timeout=self.timeout)
-        if not self._slots.acquire(timeout=self.timeout):
-            raise PoolExhausted(pool_size=self.max_size, timeout=self.timeout)
-        with self._lock:
-            self._holders[me] += 1
+            self._holders[me] += 1  # only this thread reads its count, so counting before the wait is safe
+        try:
+            if not self._slots.acquire(timeout=self.timeout):
+                raise PoolExhausted(pool_size=self.max_size, timeout=self.timeout)
+        except BaseException:  # timed out, or interrupted while waiting: no slot taken
+            self._forget(me)
+            raise
         try:
             conn = self._reuse() or self._connect()
         except BaseException:
             self._release(me)
             raise
-        with self._lock:
-            self._in_use += 1
-            self._owner[id(conn)] = me
+        self._owner[id(conn)] = me
         return conn
 
     def _self_held_message(self) -> str:
@@ -130,12 +132,16 @@ class Pool:
 
     def _release(self, holder: int | None) -> None:
         """Give back a slot taken by thread ``holder``."""
-        with self._lock:
-            if holder is not None:
-                self._holders[holder] -= 1
-                if self._holders[holder] <= 0:
-                    del self._holders[holder]
+        if holder is not None:
+            self._forget(holder)
         self._slots.release()
+
+    def _forget(self, holder: int) -> None:
+        """Count one slot fewer for thread ``holder``."""
+        with self._lock:
+            self._holders[holder] -= 1
+            if self._holders[holder] <= 0:
+                del self._holders[holder]
 
     def _reuse(self) -> psycopg.Connection | None:
         while True:
@@ -159,9 +165,7 @@ class Pool:
 
     def putconn(self, conn: psycopg.Connection) -> None:
         """Return a connection, rolling back what is open; kept only if clean."""
-        with self._lock:
-            self._in_use -= 1
-            holder = self._owner.pop(id(conn), None)
+        holder = self._owner.pop(id(conn), None)
         try:
             if self._closed or not self._reset(conn):
                 conn.close()
@@ -196,4 +200,4 @@ class Pool:
             conn.close()
 
     def __repr__(self) -> str:
-        return f"<Pool {self.name} size={self.max_size} in_use={self._in_use} idle={len(self._idle)}>"
+        return f"<Pool {self.name} size={self.max_size} in_use={self.in_use} idle={len(self._idle)}>"

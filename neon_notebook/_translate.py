@@ -158,9 +158,9 @@ def lost(conn: psycopg.Connection, exc: BaseException) -> bool:
     return (conn.broken or conn.closed) and classify(exc).transient
 
 
-def connection_lost(conn: psycopg.Connection) -> psycopg.OperationalError:
-    """The error for a connection found broken once the work was done, in libpq's words."""
-    message = conn.pgconn.error_message.decode(errors="replace").strip()
+def connection_lost(pgconn: psycopg.pq.abc.PGconn, encoding: str = "utf-8") -> psycopg.OperationalError:
+    """The driver's error for a connection libpq found dead, in libpq's words."""
+    message = pgconn.error_message.decode(encoding, "replace").strip()
     return psycopg.OperationalError(message or "the connection to server was lost")
 
 

@@ -2,7 +2,7 @@
 
 The session opens nothing until asked. Queries go to the pooled endpoint
 (``connection()``), DDL and session work to the direct one (``direct()``).
-Connecting rides out cold starts (see ``retry``); reads cut by a suspension
+Connecting rides out cold starts (see ``_retry``); reads cut by a suspension
 before any row reached the caller are retried once; writes never are.
 It never pings, refills or keeps a compute awake on its own: an idle
 notebook lets its compute suspend — except for ``keep_warm(minutes)``, which the
@@ -16,23 +16,26 @@ import threading
 import time
 import weakref
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, TypeVar, Union
 
 import psycopg
 
-from ._connection import open_connection
+from ._config import OPTIONS, UNSET, Settings, Unset, resolve
 from ._durations import is_seconds
-from .errors import ConfigurationError, ConnectError, NeonError, ResultInterrupted
-from ._pool import Pool
-from ._retry import Attempts, Verdict, classify
-from ._config import Endpoint, Settings, redact, resolve, summary
-from ._state import ComputeState, StateChange, StateTracker
+from ._endpoint import Endpoint, summary
+from ._redact import redact
+from ._resources import Resources
+from ._retry import Attempts
+from ._state import ComputeState, StateChange
+from ._translate import classify, closed_error, connection_lost, lost, read_error
+from .errors import ConfigurationError
 from ._status import Endpoints, EndpointSummary, PoolStats, QueryStats, Status
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Mapping
 
     import pandas as pd
     import polars as pl
@@ -75,84 +78,34 @@ class Session:
         _check_suspend_after(suspend_after)
         self.settings = settings
         self.suspend_after = suspend_after
-        self._tracker = StateTracker(suspend_after)
-        # Retire idle connections before the compute's suspend window ends,
-        # so a connection killed by a suspension is never handed out.
-        max_idle = None if suspend_after is None else max(1.0, suspend_after * 0.8)
-        # The pools and the finalizer hold the session only weakly, so that an
-        # unreferenced session is collected and its connections closed.
-        ref = weakref.ref(self)
-        self._pools: dict[str, Pool] = {}
-        for role in ("pooled", "direct"):
-            endpoint = self._endpoint(role)
-            self._pools[role] = Pool(role, _connector(ref, endpoint), max_size=settings.pool_size,
-                                     timeout=settings.pool_timeout, max_idle=max_idle,
-                                     on_dead=lambda exc: _call_alive(ref, Session._connection_lost, exc))
+        # The pools' callbacks and the finalizer hold these, never the session, so
+        # that an unreferenced session is collected and its connections closed.
+        self._resources = Resources(settings, suspend_after)
         self.last_ping: float | None = None
         self.last_query: QueryStats | None = None
-        self.last_error: str | None = None
-        self._keep_warm: threading.Event | None = None
-        self._closed = False
-        self._finalizer = weakref.finalize(self, _close_pools, list(self._pools.values()), self._tracker)
+        self._finalizer = weakref.finalize(self, self._resources.close)
 
     # -- endpoints and state -------------------------------------------------
     def _endpoint(self, role: str) -> Endpoint:
-        endpoint = getattr(self.settings, role) or self.settings.direct or self.settings.pooled
-        assert endpoint is not None
-        return endpoint
+        return self._resources.endpoint(role)
 
     @property
     def state(self) -> ComputeState:
         """What the session last saw of the compute (no query is sent to find out)."""
-        return self._tracker.state
+        return self._resources.tracker.state
 
     @property
     def state_detail(self) -> str | None:
-        return self._tracker.detail
+        return self._resources.tracker.detail
+
+    @property
+    def last_error(self) -> str | None:
+        """The last failure's message (password masked), cleared by the next success."""
+        return self._resources.last_error
 
     def observe(self, observer: Callable[[StateChange], None]) -> Callable[[], None]:
         """Call ``observer(change)`` on every state change, from any thread; returns an unsubscribe."""
-        return self._tracker.observe(observer)
-
-    def _set_state(self, state: ComputeState, detail: str | None = None) -> None:
-        """Record what was seen; a success clears ``last_error``; a closed session stays closed."""
-        if self._closed:
-            return
-        if state is ComputeState.ERROR:
-            self.last_error = detail
-        elif state is ComputeState.ACTIVE:
-            self.last_error = None
-        self._tracker.set(state, detail)
-
-    def _open(self, endpoint: Endpoint) -> psycopg.Connection:
-        """A new connection to ``endpoint``, the state following the attempts."""
-        attempts = Attempts()
-        was = self.state
-
-        def on_attempt(n: int) -> None:
-            if n == 1 and self.state is not ComputeState.ACTIVE:
-                self._set_state(ComputeState.WAKING, f"connecting to {summary(endpoint)}")
-
-        def on_retry(n: int, exc: BaseException, verdict: Verdict, delay: float) -> None:
-            log.info("attempt %d to %s failed (%s); retrying in %.2f s", n, summary(endpoint),
-                     verdict.reason, delay)
-            self._set_state(ComputeState.WAKING, verdict.reason)
-
-        try:
-            conn = open_connection(endpoint, self.settings, on_attempt=on_attempt,
-                                   on_retry=on_retry, attempts=attempts)
-        except ConnectError as exc:
-            self._set_state(ComputeState.ERROR, str(exc))
-            raise
-        except BaseException as exc:  # Ctrl-C, or a bug: we no longer know what the compute does
-            if self.state is ComputeState.WAKING:
-                why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {type(exc).__name__}"
-                self._set_state(ComputeState.UNKNOWN, f"the connection attempt was {why}")
-            raise
-        conn._nn_attempts = attempts  # read by warm_up
-        conn._nn_woke = was is not ComputeState.ACTIVE
-        self._set_state(ComputeState.ACTIVE)
-        return conn
+        return self._resources.tracker.observe(observer)
 
     # -- connections ---------------------------------------------------------
     @contextmanager
@@ -169,27 +122,21 @@ class Session:
 
     @contextmanager
     def _borrow(self, role: str) -> Iterator[psycopg.Connection]:
-        if self._closed:
-            raise NeonError("this session is closed; make a new one with neon_notebook.connect()")
-        with self._pools[role].connection() as conn:
+        resources = self._resources
+        if resources.closed:
+            raise closed_error()
+        with resources.pools[role].connection() as conn:
             try:
                 yield conn
             except psycopg.OperationalError as exc:
                 if conn.broken:
-                    self._connection_lost(exc)
+                    resources.connection_lost(exc)
                 raise
             else:
                 if conn.broken:  # lost once the work was done (a read's COMMIT answer, when it wrote nothing)
-                    message = conn.pgconn.error_message.decode(errors="replace").strip()
-                    self._connection_lost(psycopg.OperationalError(message or "the connection to server was lost"))
+                    resources.connection_lost(connection_lost(conn.pgconn))
                 else:
-                    self._set_state(ComputeState.ACTIVE)
-
-    def _connection_lost(self, exc: BaseException) -> None:
-        """A connection died under us: a transient cause means the compute suspended."""
-        verdict = classify(exc)
-        if verdict.transient:
-            self._set_state(ComputeState.SUSPENDED, verdict.reason)
+                    resources.set_state(ComputeState.ACTIVE)
 
     # -- reads ---------------------------------------------------------------
     def read_arrow(self, sql: str, params: Any = None, *, direct: bool = False,
@@ -260,24 +207,17 @@ class Session:
                  options: dict[str, Any]) -> Generator[pa.RecordBatch, None, pa.Schema]:
         from . import readers
 
-        for attempt in (1, 2):
-            tracker = _Tracker(progress)
-            started = time.perf_counter()
-            lost, stream = False, None
-            try:
-                with self._borrow(role) as conn:
-                    stream = readers.iter_batches(conn, sql, params, progress=tracker, **options)
-                    try:
-                        with stream:
-                            yield from stream
-                    except psycopg.OperationalError as exc:
-                        lost = _lost(conn, exc)
-                        raise
-            except psycopg.OperationalError as exc:
-                _retry_or_raise(exc, attempt, lost, stream.rows_delivered if stream else 0)
-                continue
-            self.last_query = QueryStats(stream.rows, stream.bytes, time.perf_counter() - started)
-            return stream.schema
+        for attempt in self._attempts(role, progress):
+            with attempt.connection() as conn:
+                stream = readers.iter_batches(conn, sql, params, progress=attempt.tracker, **options)
+                with stream:
+                    for batch in stream:
+                        attempt.rows_delivered += batch.num_rows
+                        yield batch
+            if not attempt.retry:
+                self.last_query = QueryStats(stream.rows, stream.bytes, attempt.seconds())
+                return stream.schema
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _read(self, run: Callable[[psycopg.Connection, Progress], T], direct: bool,
               progress: ProgressArg, count: Callable[[T], int]) -> T:
@@ -287,27 +227,22 @@ class Session:
         can never duplicate or drop rows.
         """
         with _progress(progress) as shown:
-            return self._read_once_or_twice(run, "direct" if direct else "pooled", shown, count)
+            for attempt in self._attempts("direct" if direct else "pooled", shown):
+                with attempt.connection() as conn:
+                    result = run(conn, attempt.tracker)
+                if not attempt.retry:
+                    self.last_query = QueryStats(count(result), attempt.tracker.bytes, attempt.seconds())
+                    return result
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _read_once_or_twice(self, run: Callable[[psycopg.Connection, Progress], T], role: str,
-                            progress: Progress | None, count: Callable[[T], int]) -> T:
-        for attempt in (1, 2):
-            tracker = _Tracker(progress)
-            started = time.perf_counter()
-            lost = False
-            try:
-                with self._borrow(role) as conn:
-                    try:
-                        result = run(conn, tracker)
-                    except psycopg.OperationalError as exc:
-                        lost = _lost(conn, exc)
-                        raise
-            except psycopg.OperationalError as exc:
-                _retry_or_raise(exc, attempt, lost, rows_delivered=0)
-                continue
-            self.last_query = QueryStats(count(result), tracker.bytes, time.perf_counter() - started)
-            return result
-        raise AssertionError("unreachable")
+    def _attempts(self, role: str, progress: Progress | None) -> Iterator[_ReadAttempt]:
+        """The one "retry the read once": a first attempt, and a second only when the first
+        lost its connection before any row reached the caller and nothing may have committed."""
+        for number in (1, 2):
+            attempt = _ReadAttempt(lambda: self._borrow(role), progress, last=number == 2)
+            yield attempt
+            if not attempt.retry:
+                return
 
     # -- warm-up -------------------------------------------------------------
     def warm_up(self, background: bool = False, *, direct: bool = False) -> WarmUpReport | Future:
@@ -358,13 +293,10 @@ class Session:
         if not is_seconds(minutes):
             raise ConfigurationError(
                 f"keep_warm(minutes) needs a finite number of minutes >= 0 (0 stops), got {minutes!r}.")
-        if self._keep_warm is not None:
-            self._keep_warm.set()
-            self._keep_warm = None
+        self._resources.stop_keep_warm()
         if minutes == 0:
             return
-        stop = threading.Event()
-        self._keep_warm = stop
+        stop = self._resources.keep_warm = threading.Event()  # set by close(), or when collected
         until = time.monotonic() + minutes * 60
         # Ping well inside the suspend window (a third of it, at most once a minute).
         interval = 60.0 if self.suspend_after is None else max(0.1, min(60.0, self.suspend_after / 3))
@@ -372,19 +304,21 @@ class Session:
 
         def run() -> None:
             while not stop.wait(min(interval, max(0.0, until - time.monotonic()))):
-                if time.monotonic() >= until or _call_alive(ref, Session._ping_for_keep_warm) is None:
+                session = ref()
+                if time.monotonic() >= until or session is None:
                     return
+                session._ping_for_keep_warm()
+                del session  # held only while it pings
 
         threading.Thread(target=run, name="neon-keep-warm", daemon=True).start()
 
-    def _ping_for_keep_warm(self) -> bool:
+    def _ping_for_keep_warm(self) -> None:
         """One keep-warm ping; a failure is logged, and the pinging goes on until the time is up."""
         try:
             with self._borrow("pooled") as conn:
                 conn.execute("")
         except Exception as exc:
             log.warning("keep-warm ping failed: %s", self._redact(str(exc)))
-        return True
 
     # -- status and display ------------------------------------------------------
     def status(self) -> Status:
@@ -421,25 +355,25 @@ class Session:
         return repr_mimebundle(self)
 
     # -- housekeeping ----------------------------------------------------------
-
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._resources.closed
 
     def pool_stats(self) -> dict[str, dict[str, int]]:
         """Per pool: its size, connections in use, idle connections."""
         return {role: {"size": p.max_size, "in_use": p.in_use, "idle": p.idle}
-                for role, p in self._pools.items()}
+                for role, p in self._resources.pools.items()}
 
     def close(self) -> None:
         """Close both pools (borrowed connections close when returned); idempotent."""
-        if self._closed:
+        resources = self._resources
+        if resources.closed:
             return
-        self.keep_warm(0)
-        self._closed = True
+        resources.stop_keep_warm()
+        resources.closed = True
         # Final: we no longer watch the compute, and a read still running cannot change it.
-        self._tracker.close(ComputeState.UNKNOWN, "session closed")
-        self._finalizer()
+        resources.tracker.close(ComputeState.UNKNOWN, "session closed")
+        self._finalizer()  # resources.close()
 
     def __enter__(self) -> Session:
         return self
@@ -449,6 +383,49 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self._endpoints()} state={self.state}>"
+
+
+class _ReadAttempt:
+    """One attempt at a read: ``with attempt.connection() as conn:``, then ``attempt.retry``.
+
+    A connection lost before any row reached the caller (``rows_delivered``)
+    ends the block quietly with ``retry`` set, unless this is the ``last``
+    attempt or the text may have committed; what is raised instead is
+    ``_translate.read_error``'s.
+    """
+
+    def __init__(self, borrow: Callable[[], AbstractContextManager[psycopg.Connection]],
+                 progress: Progress | None, *, last: bool) -> None:
+        self._borrow, self._last = borrow, last
+        self.tracker = _Tracker(progress)
+        self.rows_delivered = 0
+        self.retry = False
+        self._started = time.perf_counter()
+
+    def seconds(self) -> float:
+        """Seconds since the attempt began."""
+        return time.perf_counter() - self._started
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        was_lost = False
+        try:
+            with self._borrow() as conn:
+                try:
+                    yield conn
+                except psycopg.OperationalError as exc:
+                    was_lost = lost(conn, exc)  # judged before the connection goes back to its pool
+                    raise
+        except psycopg.OperationalError as exc:
+            if not was_lost:
+                raise
+            error = read_error(exc, rows_delivered=self.rows_delivered)
+            if error is not None and error is not exc:
+                raise error from exc
+            if error is exc or self._last:
+                raise
+            log.info("read interrupted before any row arrived (%s); retrying once", classify(exc).reason)
+            self.retry = True
 
 
 class _Tracker:
@@ -481,23 +458,6 @@ def _check_suspend_after(value: object) -> None:
             f"if it never suspends; got {value!r}.")
 
 
-def _connector(ref: weakref.ReferenceType[Session], endpoint: Endpoint) -> Callable[[], psycopg.Connection]:
-    """The pool's ``connect``: opens through the session, which it holds only weakly."""
-    def connect() -> psycopg.Connection:
-        conn = _call_alive(ref, Session._open, endpoint)
-        if conn is None:
-            raise ConnectError("this session was garbage-collected; make a new one with neon_notebook.connect()")
-        return conn
-
-    return connect
-
-
-def _call_alive(ref: weakref.ReferenceType[Session], method: Callable[..., T], *args: Any) -> T | None:
-    """``method(session, *args)`` if the session still exists, else None (nothing is pinned meanwhile)."""
-    session = ref()
-    return None if session is None else method(session, *args)
-
-
 @contextmanager
 def _progress(progress: ProgressArg) -> Iterator[Progress | None]:
     """The callback to hand the readers: the user's, or a progress bar closed with the read.
@@ -515,45 +475,27 @@ def _progress(progress: ProgressArg) -> Iterator[Progress | None]:
         yield bar
 
 
-def _retry_or_raise(exc: psycopg.OperationalError, attempt: int, lost: bool, rows_delivered: int) -> None:
-    """Return when a read cut by ``exc`` may run again (once, only if nothing was delivered or committed)."""
-    from .readers import CommitUncertain
-
-    if not lost or isinstance(exc, CommitUncertain):
-        raise exc
-    if rows_delivered:
-        raise ResultInterrupted(
-            f"The connection was lost after {rows_delivered:,} rows had been delivered "
-            f"({classify(exc).reason}); the result is incomplete. Run the read again.",
-            rows=rows_delivered) from exc
-    if attempt == 2:
-        raise exc
-    log.info("read interrupted before any row arrived (%s); retrying once", classify(exc).reason)
-
-
-def _lost(conn: psycopg.Connection, exc: BaseException) -> bool:
-    """Whether ``exc`` means the connection itself died (suspension, crash, network)."""
-    return (conn.broken or conn.closed) and classify(exc).transient
-
-
-def _close_pools(pools: list[Pool], tracker: StateTracker) -> None:
-    tracker.close()
-    for pool in pools:
-        pool.close()
-
-
-def connect(url: str | None = None, *, direct_url: str | None = None, schema: str | None = None,
-            connect_timeout: float | None = None, wake_timeout: float | None = None,
-            pool_size: int | None = None, pool_timeout: float | None = None,
-            statement_timeout: float | None = None, suspend_after: float | None = NEON_SUSPEND_AFTER,
-            **resolve_kwargs: Any) -> Session:
+def connect(url: str | None = None, *, direct_url: str | None = None,
+            schema: str | None | Unset = UNSET,
+            connect_timeout: float | None | Unset = UNSET,
+            wake_timeout: float | Unset = UNSET,
+            pool_size: int | Unset = UNSET,
+            pool_timeout: float | None | Unset = UNSET,
+            statement_timeout: float | None | Unset = UNSET,
+            suspend_after: float | None = NEON_SUSPEND_AFTER,
+            environ: Mapping[str, str] | None = None,
+            dotenv_path: str | os.PathLike[str] | None = None) -> Session:
     """A ``Session`` for a Neon database; nothing is opened until first use.
 
-    With no ``url``, ``DATABASE_URL`` and ``DIRECT_URL`` come from the
-    environment or a ``.env`` file, as Prisma reads them. ``suspend_after`` is
-    the compute's suspend window (Neon's default 300 s; ``None`` if disabled).
+    With no ``url``, ``DATABASE_URL`` and ``DIRECT_URL`` come from ``environ``
+    (default: the environment) or a ``.env`` file, as Prisma reads them.
+    The options mean what ``Settings``' fields say; one not given (``UNSET``)
+    takes the URL's value, else the default (connect_timeout 15 s, wake_timeout
+    60 s, pool_size 5, pool_timeout 30 s, no statement_timeout); ``None`` or 0
+    means no limit. ``suspend_after`` is the compute's suspend window (Neon's
+    default 300 s; ``None`` if disabled).
     """
-    settings = resolve(url, direct_url=direct_url, schema=schema, connect_timeout=connect_timeout,
-                       wake_timeout=wake_timeout, pool_size=pool_size, pool_timeout=pool_timeout,
-                       statement_timeout=statement_timeout, **resolve_kwargs)
+    given = locals()  # the options as passed: Settings' fields are their one declaration
+    options = {name: given[name] for name in OPTIONS}
+    settings = resolve(url, direct_url=direct_url, environ=environ, dotenv_path=dotenv_path, **options)
     return Session(settings, suspend_after=suspend_after)

@@ -208,6 +208,36 @@ def test_unreferenced_session_is_collected_and_closes_its_connections(compute):
     del session
     gc.collect()
     alive = ref()
+def test_a_forgotten_session_with_timers_is_collected_and_both_pools_close(compute, pooled_url):
+    """Nothing the session hands out (pool connectors, on_dead callbacks, finalizer, idle timer,
+    keep-warm thread) leads back to it: dropped, it is collected and every connection closes."""
+    session = nn.connect(pooled_url, direct_url=compute.direct_url, suspend_after=60)
+    assert session.read_arrow("select 1 as x", progress=False).num_rows == 1
+    assert session.read_arrow("select 2 as x", direct=True, progress=False).num_rows == 1
+    session.keep_warm(1)  # a thread that pings every 20 s
+    pools = session._resources.pools
+    conns = [conn for pool in pools.values() for conn, _ in pool._idle]
+    assert len(conns) == 2 and not any(conn.closed for conn in conns)
+    tracker = session._resources.tracker
+    ref = weakref.ref(session)
+    del session
+    gc.collect()
+    alive = ref()
+    if alive is not None:
+        alive.close()
+    assert alive is None, "the session was not garbage-collected"
+    del alive
+    assert all(conn.closed for conn in conns)
+    assert all(pool.idle == 0 and pool.in_use == 0 for pool in pools.values())
+    assert tracker._timer is None  # the idle timer is cancelled
+    warmers = [t for t in threading.enumerate() if t.name == "neon-keep-warm"]
+    for thread in warmers:
+        thread.join(timeout=2)
+    assert not any(t.is_alive() for t in warmers)  # the keep-warm thread was stopped, not left to time out
+    with pytest.raises(nn.SessionClosed):
+        pools["pooled"].getconn()
+
+
     if alive is not None:
         alive.close()
     assert alive is None, "the session was not garbage-collected"

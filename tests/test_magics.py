@@ -402,7 +402,7 @@ def test_client_errors_are_one_clear_message(shell, magics, compute, capsys):
     shell.user_ns["gone"].close()
     result, out = run(shell, capsys, "%%sql\nselect 1")
     assert isinstance(result.error_in_exec, CellError)
-    assert "NeonError: this session is closed" in out and "Traceback" not in out
+    assert "SessionClosed: this session is closed" in out and "Traceback" not in out
     shell.run_line_magic("neon", "connect")
     shell.run_line_magic("neon", "use default")
     shell.user_ns["surrogate"] = "\udcff"  # what os.fsdecode makes of an undecodable byte
