@@ -53,6 +53,7 @@ that the decoders import without psycopg)::
     _tables    read_arrow, read_pandas, read_polars
     _parquet   to_parquet
     _frames    Arrow -> pandas / polars / Parquet conversions
+    _lazy      pyarrow.compute and pyarrow.csv loaded on first use, thread-safely
 """
 
 from __future__ import annotations
