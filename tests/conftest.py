@@ -1,8 +1,8 @@
-"""Fixtures: the suite starts its own local compute (real PostgreSQL + PgBouncer).
+"""The project's own test set-up, over the package's pytest plugin (neon_notebook/testing/plugin.py).
 
-``compute`` is one shared compute that never suspends on its own; tests of the
-lifecycle make their own with ``make_compute``. After the run, no server process
-or listening port of ours may remain.
+The plugin gives the database (a local compute, or ``--neon-url``) and marks the
+tests using it ``db``; here are the short names our tests use, the project's own
+markers, and the run's hygiene: every server under one directory, none left after.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import tempfile
 
 import pytest
 
-from neon_notebook.local import LocalCompute
 from neon_notebook.local.binaries import PGBOUNCER_INSTALL_HINT, find_pgbouncer
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -24,47 +23,62 @@ os.environ["TMPDIR"] = tempfile.tempdir = RUN_DIR
 
 
 @pytest.fixture(scope="session")
-def compute():
-    with LocalCompute(suspend_after=None, start_active=True) as c:
+def compute(neon_compute):
+    """The shared compute (never suspends on its own); skips under --neon-url."""
+    return neon_compute
+
+
+@pytest.fixture(scope="session")
+def direct_url(neon_direct_url):
+    return neon_direct_url
+
+
+@pytest.fixture(scope="session")
+def pooled_url(neon_pooled_url):
+    return neon_pooled_url
+
+
+@pytest.fixture
+def conn(direct_url):
+    """A plain psycopg connection to the direct endpoint: autocommit, nothing prepared."""
+    from readers_support import connect_raw
+
+    with connect_raw(direct_url) as c:
         yield c
 
 
-@pytest.fixture(scope="session")
-def direct_url(compute):
-    return compute.direct_url
+@pytest.fixture
+def make_compute(neon_make_compute):
+    """Factory for computes with their own lifecycle settings, closed after the test."""
+    return neon_make_compute
 
 
-@pytest.fixture(scope="session")
-def pooled_url(compute, pgbouncer):
-    return compute.pooled_url
+@pytest.fixture
+def make_session(neon_make_session):
+    """Factory ``make(url=None, **connect_kwargs)`` for sessions closed after the test."""
+    return neon_make_session
 
 
 @pytest.fixture(scope="session")
 def pgbouncer():
-    """PgBouncer's path; a test needing it fails under CI=true when it is missing."""
-    path = find_pgbouncer()
-    if path is None:
-        message = f"PgBouncer is not installed: {PGBOUNCER_INSTALL_HINT}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    """PgBouncer's path (None under --neon-url); asking for it marks a test ``pgbouncer``."""
+    return find_pgbouncer()
 
 
-@pytest.fixture
-def make_compute():
-    """Factory for computes with their own lifecycle settings, closed after the test."""
-    made: list[LocalCompute] = []
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Tests asking for ``pgbouncer`` need the pooler (runs before the plugin's marking)."""
+    for item in items:
+        if "pgbouncer" in getattr(item, "fixturenames", ()):
+            item.add_marker("pgbouncer")
 
-    def make(**kwargs) -> LocalCompute:
-        kwargs.setdefault("monitor_interval", 0.2)
-        c = LocalCompute(**kwargs)
-        made.append(c)
-        return c
 
-    yield make
-    for c in made:
-        c.close()
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Under CI=true a test needing PgBouncer fails when it is missing, instead of skipping."""
+    local = item.config.getoption("neon_url") is None and item.config.getoption("neon_direct_url") is None
+    if IN_CI and local and item.get_closest_marker("pgbouncer") and find_pgbouncer() is None:
+        pytest.fail(f"PgBouncer is not installed: {PGBOUNCER_INSTALL_HINT}")
 
 
 def _leftovers() -> list[str]:

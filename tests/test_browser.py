@@ -34,7 +34,7 @@ from browser_support import (
 from neon_notebook._state import ComputeState
 from neon_notebook.ui.widgets import STATE_COLOURS
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.db]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = Path(__file__).resolve().parents[1]

@@ -37,12 +37,6 @@ from neon_notebook.readers import (
 
 
 @pytest.fixture
-def conn(direct_url):
-    with _connect(direct_url) as c:
-        yield c
-
-
-@pytest.fixture
 def table(direct_url):
     """A fresh table ``name(i int)`` with rows 1, 2, 3."""
     name = f"t_{uuid.uuid4().hex[:8]}"

@@ -22,19 +22,9 @@ SECRET = "Sup3r-s3cret-pw"
 
 
 @pytest.fixture
-def sessions():
+def sessions(make_session):
     """Factory for sessions closed after the test: ``sessions(url, **kwargs)``."""
-    made = []
-
-    def make(url, **kwargs):
-        kwargs.setdefault("suspend_after", None)
-        s = nn.connect(url, **kwargs)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.close()
+    return make_session
 
 
 def with_params(url: str, **params: str) -> str:

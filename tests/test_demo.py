@@ -6,6 +6,10 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.db  # the demo starts its own local compute
+
 
 def test_demo_command_runs_end_to_end():
     proc = subprocess.run([sys.executable, "-m", "neon_notebook", "demo"], capture_output=True,

@@ -51,7 +51,7 @@ import neon_notebook as nn
 from neon_notebook.local import LocalCompute
 from neon_notebook._state import ComputeState
 
-pytestmark = [pytest.mark.pgbouncer, pytest.mark.usefixtures("pgbouncer")]
+pytestmark = [pytest.mark.pgbouncer, pytest.mark.local_compute, pytest.mark.usefixtures("pgbouncer")]
 
 READERS = ("read_arrow", "read_text", "read_pandas", "read_polars", "iter_batches", "to_parquet", "rows",
            "rows_insert", "rows_commit", "sql_magic")

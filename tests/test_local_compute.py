@@ -228,6 +228,7 @@ def test_crash_and_restart(make_compute, pgbouncer):
     assert c.wakes == 2
 
 
+@pytest.mark.local_compute
 def test_close_leaves_no_ports_or_processes(pgbouncer):
     import psutil
 
@@ -263,6 +264,7 @@ def test_password_not_in_repr_or_process_list(compute):
         assert password not in " ".join(proc.info["cmdline"] or [])
 
 
+@pytest.mark.local_compute
 def test_cli_prints_urls_and_stops_on_interrupt():
     import signal
 
@@ -282,6 +284,7 @@ def test_cli_prints_urls_and_stops_on_interrupt():
     assert "1 wakes" in out
 
 
+@pytest.mark.local_compute
 def test_servers_stop_when_the_owning_process_dies():
     """A notebook kernel killed with SIGKILL must not leave PostgreSQL running."""
     import psutil
@@ -376,6 +379,7 @@ def test_cli_refuses_bad_lifecycle_settings(args):
     assert "DATABASE_URL" not in proc.stdout
 
 
+@pytest.mark.local_compute
 @pytest.mark.parametrize("data_dir", [False, True])
 def test_a_killed_owner_leaves_no_files_and_no_traceback(data_dir):
     """SIGKILL of the owner: the daemon stops the servers, removes its temp dir, says nothing."""

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
 URL_WITH_PASSWORD = re.compile(r"postgres(?:ql)?://[^/\s@:]+:(?!\*\*\*\*@)[^/\s@]+@")
@@ -34,6 +35,7 @@ def outputs_of(nb, needle: str) -> str:
     return "\n".join(json.dumps(o) for o in cell.outputs)
 
 
+@pytest.mark.db  # the notebook starts its own local compute
 def test_quickstart_on_its_own_local_compute(tmp_path, monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("DIRECT_URL", raising=False)

@@ -47,12 +47,6 @@ COLUMNS = {
 }
 
 
-@pytest.fixture
-def conn(direct_url):
-    with psycopg.connect(direct_url, autocommit=True, prepare_threshold=None) as c:
-        yield c
-
-
 def _copy_binary(conn: psycopg.Connection, query: str) -> bytes:
     with conn.cursor().copy(f"COPY ({query}) TO STDOUT (FORMAT binary)") as copy:
         return b"".join(bytes(chunk) for chunk in copy)

@@ -28,12 +28,6 @@ from neon_notebook.readers import (
 
 
 @pytest.fixture
-def conn(direct_url):
-    with _connect(direct_url) as c:
-        yield c
-
-
-@pytest.fixture
 def pooled(pooled_url):
     with _connect(pooled_url) as c:
         yield c

@@ -23,6 +23,8 @@ from neon_notebook.local.binaries import postgres_bin_dir, server_dirs
 from neon_notebook.local.postgres import Postgres
 from neon_notebook.readers import _copy, iter_batches, read_arrow, read_polars
 
+pytestmark = pytest.mark.db  # a PostgreSQL server of its own, with TLS
+
 OS_POSTGRES = Path("/usr/lib/postgresql/15/bin")
 QUERY = ("SELECT i, md5(i::text) AS s, CASE WHEN i % 5 = 0 THEN NULL ELSE i / 7.0 END AS f, "
          "timestamptz '2024-01-01' + i * interval '1 minute' AS ts, ARRAY[i, -i] AS a "

@@ -20,19 +20,12 @@ def password_of(compute) -> str:
 
 
 @pytest.fixture
-def session_for():
+def session_for(make_session):
     """Factory: a Session on a compute's pooled + direct endpoints, closed after the test."""
-    made = []
-
     def make(compute, **kwargs):
-        kwargs.setdefault("suspend_after", None)
-        s = nn.connect(compute.env()["DATABASE_URL"], direct_url=compute.direct_url, **kwargs)
-        made.append(s)
-        return s
+        return make_session(compute.env()["DATABASE_URL"], direct_url=compute.direct_url, **kwargs)
 
-    yield make
-    for s in made:
-        s.close()
+    return make
 
 
 def test_cold_start_longer_than_connect_timeout(make_compute, session_for, pgbouncer):

@@ -14,19 +14,14 @@ SLOW_ROWS = "select i, pg_sleep(0.002) is null as slept from generate_series(1, 
 
 
 @pytest.fixture
-def session_on(make_compute):
-    made = []
-
+def session_on(make_compute, make_session):
+    """Factory: a compute of its own (``make_compute``'s settings) and a Session on it."""
     def make(**compute_kwargs):
         compute_kwargs.setdefault("suspend_after", None)
         c = make_compute(**compute_kwargs)
-        s = nn.connect(c.env()["DATABASE_URL"], direct_url=c.direct_url, suspend_after=None)
-        made.append(s)
-        return c, s
+        return c, make_session(c.env()["DATABASE_URL"], direct_url=c.direct_url)
 
-    yield make
-    for s in made:
-        s.close()
+    return make
 
 
 @pytest.mark.parametrize("direct", [False, True])
