@@ -44,8 +44,10 @@ What the server reports about the SQL itself (a syntax error, an unknown table, 
 cancelled statement...) is not ours to rename: it comes through as psycopg's own
 class (``psycopg.errors.UndefinedTable``...), with its SQLSTATE and position.
 
-Errors that wrap a driver or OS error are raised ``from`` it, so the original stays
-available as ``__cause__``. Their own text never contains a password: the code
+Driver and OS errors are translated in one place, ``neon_notebook._translate``, at
+each boundary (connecting, borrowing a connection, reading). Errors that wrap a
+driver or OS error are raised ``from`` it, so the original stays available as
+``__cause__``. Their own text never contains a password: the code
 that raises them scrubs it with ``neon_notebook._redact.redact``.
 """
 

@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import Future
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, TypeVar, Union
 
@@ -26,10 +26,11 @@ from ._config import OPTIONS, UNSET, Settings, Unset, resolve
 from ._durations import is_seconds
 from ._endpoint import Endpoint, summary
 from ._redact import redact
+from ._read_attempt import Progress, ReadAttempt
 from ._resources import Resources
 from ._retry import Attempts
 from ._state import ComputeState, StateChange
-from ._translate import classify, closed_error, connection_lost, lost, read_error
+from ._translate import closed_error, connection_lost
 from .errors import ConfigurationError
 from ._status import Endpoints, EndpointSummary, PoolStats, QueryStats, Status
 
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("neon_notebook")
 T = TypeVar("T")
-Progress = Callable[[int, int, "int | None"], object]
 #: ``progress=`` of the reads: a callback, or whether to draw a bar ("auto": in a
 #: notebook or on a terminal, not in a plain script).
 ProgressArg = Union[Progress, bool, str, None]
@@ -235,11 +235,11 @@ class Session:
                     return result
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _attempts(self, role: str, progress: Progress | None) -> Iterator[_ReadAttempt]:
+    def _attempts(self, role: str, progress: Progress | None) -> Iterator[ReadAttempt]:
         """The one "retry the read once": a first attempt, and a second only when the first
         lost its connection before any row reached the caller and nothing may have committed."""
         for number in (1, 2):
-            attempt = _ReadAttempt(lambda: self._borrow(role), progress, last=number == 2)
+            attempt = ReadAttempt(lambda: self._borrow(role), progress, last=number == 2)
             yield attempt
             if not attempt.retry:
                 return
@@ -383,61 +383,6 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self._endpoints()} state={self.state}>"
-
-
-class _ReadAttempt:
-    """One attempt at a read: ``with attempt.connection() as conn:``, then ``attempt.retry``.
-
-    A connection lost before any row reached the caller (``rows_delivered``)
-    ends the block quietly with ``retry`` set, unless this is the ``last``
-    attempt or the text may have committed; what is raised instead is
-    ``_translate.read_error``'s.
-    """
-
-    def __init__(self, borrow: Callable[[], AbstractContextManager[psycopg.Connection]],
-                 progress: Progress | None, *, last: bool) -> None:
-        self._borrow, self._last = borrow, last
-        self.tracker = _Tracker(progress)
-        self.rows_delivered = 0
-        self.retry = False
-        self._started = time.perf_counter()
-
-    def seconds(self) -> float:
-        """Seconds since the attempt began."""
-        return time.perf_counter() - self._started
-
-    @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
-        was_lost = False
-        try:
-            with self._borrow() as conn:
-                try:
-                    yield conn
-                except psycopg.OperationalError as exc:
-                    was_lost = lost(conn, exc)  # judged before the connection goes back to its pool
-                    raise
-        except psycopg.OperationalError as exc:
-            if not was_lost:
-                raise
-            error = read_error(exc, rows_delivered=self.rows_delivered)
-            if error is not None and error is not exc:
-                raise error from exc
-            if error is exc or self._last:
-                raise
-            log.info("read interrupted before any row arrived (%s); retrying once", classify(exc).reason)
-            self.retry = True
-
-
-class _Tracker:
-    """Progress callback wrapper that remembers the last counts, for ``last_query``."""
-
-    def __init__(self, inner: Progress | None) -> None:
-        self.inner, self.rows, self.bytes = inner, 0, 0
-
-    def __call__(self, rows: int, nbytes: int, estimate: int | None) -> None:
-        self.rows, self.bytes = rows, nbytes
-        if self.inner is not None:
-            self.inner(rows, nbytes, estimate)
 
 
 def _check_progress(progress: object) -> None:
