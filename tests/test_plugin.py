@@ -249,3 +249,22 @@ def test_the_entry_point_is_installed():
 
     found = {e.name: e.value for e in entry_points(group="pytest11")}
     assert found.get("neon_notebook") == "neon_notebook.testing.plugin"
+
+
+NEON_POOLED = "postgresql://alice:pw@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech:5432/neondb?sslmode=require"
+NEON_DIRECT = "postgresql://alice:pw@ep-cool-darkness-123456.us-east-2.aws.neon.tech:5432/neondb?sslmode=require"
+
+
+@pytest.mark.parametrize("url, direct_url, expected", [
+    (NEON_POOLED, None, (NEON_DIRECT, NEON_POOLED)),  # Neon: the other endpoint is derived
+    (NEON_DIRECT, None, (NEON_DIRECT, NEON_POOLED)),
+    ("postgresql://u:pw@db.example.com/app", None, ("postgresql://u:pw@db.example.com/app", None)),
+    ("postgresql://u:pw@bouncer.example.com:6432/app", "postgresql://u:pw@db.example.com/app",
+     ("postgresql://u:pw@db.example.com/app", "postgresql://u:pw@bouncer.example.com:6432/app")),
+], ids=["neon pooled", "neon direct", "one other url", "a pair"])
+def test_the_given_urls_are_read_as_prisma_reads_them(url, direct_url, expected):
+    from neon_notebook.testing._options import NO_POOLER_GIVEN, Options
+
+    options = Options(url=url, direct_url=direct_url)
+    assert options.given and options.given_endpoints() == expected
+    assert options.pooler_missing() == (NO_POOLER_GIVEN if expected[1] is None else None)
