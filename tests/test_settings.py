@@ -20,7 +20,7 @@ from neon_notebook._config import (
     resolve,
 )
 from neon_notebook._endpoint import Endpoint, summary
-from neon_notebook._redact import redact
+from neon_notebook._redact import redact, redact_url
 
 SECRET = "Sup3rS3cret"
 POOLED = "ep-cool-darkness-123456-pooler.c-2.us-east-2.aws.neon.tech"
@@ -373,6 +373,17 @@ def test_redact_scrubs_raw_and_encoded_forms():
     cleaned = redact(text, password, None, "")
     assert password not in cleaned and quote(password, safe="") not in cleaned and quote(password) not in cleaned
     assert cleaned.count("****") == 3
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("postgresql://alex:pw@x@host/db?sslpassword=k&a=b", "postgresql://alex:****@host/db?sslpassword=****&a=b"),
+    ("postgres://alex:secret/db?password=p", "postgres://alex:****/db?password=****"),
+    ("postgresql://host:5432/db", "postgresql://host:5432/db"),
+    ("host=h password='a b' user=u", "host=h password=**** user=u"),
+    ("alex:secret@host/db", "alex:****@host/db"),
+])
+def test_redact_url_masks_whatever_may_be_a_password(text, shown):
+    assert redact_url(text) == shown
 
 
 def test_connect_timeout_override_is_whole_seconds_for_libpq():
