@@ -198,6 +198,16 @@ def test_unreferenced_session_is_collected_and_closes_its_connections(compute):
     del session
     gc.collect()
     alive = ref()
+    if alive is not None:
+        alive.close()
+    assert alive is None, "the session was not garbage-collected"
+    del alive
+    deadline = time.monotonic() + 5
+    while backends(compute, name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert backends(compute, name) == 0
+
+
 def test_a_forgotten_session_with_timers_is_collected_and_both_pools_close(compute, pooled_url):
     """Nothing the session hands out (pool connectors, on_dead callbacks, finalizer, idle timer,
     keep-warm thread) leads back to it: dropped, it is collected and every connection closes."""
@@ -226,16 +236,6 @@ def test_a_forgotten_session_with_timers_is_collected_and_both_pools_close(compu
     assert not any(t.is_alive() for t in warmers)  # the keep-warm thread was stopped, not left to time out
     with pytest.raises(nn.SessionClosed):
         pools["pooled"].getconn()
-
-
-    if alive is not None:
-        alive.close()
-    assert alive is None, "the session was not garbage-collected"
-    del alive
-    deadline = time.monotonic() + 5
-    while backends(compute, name) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert backends(compute, name) == 0
 
 
 @contextmanager
