@@ -48,7 +48,8 @@ from ._kinds import Column
 from ._output import READ_SETTINGS, SETTINGS_READ, check_output
 from ._scope import Scope, settle
 from ._sql import Params, Query, bind, check_query, copyable, strip_terminator
-from ._wait import lost_error, results, wait_readable
+from .._translate import connection_lost
+from ._wait import results, wait_readable
 
 #: ``progress(rows, bytes, estimate)``: rows and bytes received so far, and the
 #: planner's row estimate (``None`` when there is none, e.g. on the row path).
@@ -164,7 +165,7 @@ class Reader:
         for res in results(pgconn):
             first = first or res
         if first is None or pgconn.status == pq.ConnStatus.BAD:
-            raise lost_error(pgconn, self.conn.info.encoding)
+            raise connection_lost(pgconn, self.conn.info.encoding)
         return first
 
     def _estimate(self, text: str) -> int | None:
@@ -192,7 +193,7 @@ class Reader:
             if self.conn.broken and str(exc) == "the connection is closed":
                 # psycopg's words for a connection that died earlier in this
                 # read (e.g. while a refused COPY was rolled back): say it was lost.
-                exc = lost_error(pgconn, self.conn.info.encoding)
+                exc = connection_lost(pgconn, self.conn.info.encoding)
             if self.committing and (self.conn.closed or pgconn.status == pq.ConnStatus.BAD):
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise CommitUncertain(

@@ -16,7 +16,8 @@ from psycopg import errors as pgerrors
 from psycopg import pq
 
 from ._output import READ_SETTINGS, SETTINGS_READ, output_fixes
-from ._wait import closed_by_server, drain_copy, lost_error, results
+from .._translate import connection_lost
+from ._wait import closed_by_server, drain_copy, results
 
 _SAVEPOINT = "neon_notebook_read"
 # The column of the probe sent with the read's COMMIT (see Scope._commit_probed).
@@ -128,7 +129,7 @@ class Scope:
             if closed_by_server(conn.pgconn):
                 # Ended before the COMMIT was sent (a suspension while the client
                 # was still reading the rows): the transaction rolled back.
-                raise lost_error(conn.pgconn, conn.info.encoding)
+                raise connection_lost(conn.pgconn, conn.info.encoding)
             if self.on_commit is not None:
                 self.on_commit()
         if commit and self.probe and self.mode in ("begin", "implicit"):
@@ -170,7 +171,7 @@ class Scope:
         if pgconn.status == pq.ConnStatus.BAD:
             if self.wrote_nothing:
                 return
-            raise error if isinstance(error, psycopg.OperationalError) else lost_error(pgconn, conn.info.encoding)
+            raise error if isinstance(error, psycopg.OperationalError) else connection_lost(pgconn, conn.info.encoding)
         if error is not None:
             if pgconn.transaction_status != pq.TransactionStatus.IDLE:
                 conn.rollback()

@@ -72,8 +72,3 @@ def closed_by_server(pgconn: pq.abc.PGconn) -> bool:
             break
     return pgconn.status == pq.ConnStatus.BAD
 
-
-def lost_error(pgconn: pq.abc.PGconn, encoding: str) -> psycopg.OperationalError:
-    """The driver's error for a connection libpq found dead."""
-    message = pgconn.error_message.decode(encoding, "replace").strip()
-    return psycopg.OperationalError(message or "the connection to server was lost")
