@@ -40,6 +40,11 @@ driver counterpart is also that driver class (a lost connection is still a
     │                              the type TYPES.md names
     └── SessionSettingWarning      a plain SET on the pooled endpoint ran as SET LOCAL
 
+Two kinds of error keep Python's own class, because that is what they mean: a
+``TypeError`` for an argument of the wrong type (a query that is not text, an unknown
+keyword), and the ``OSError`` about the user's own files (a Parquet path that is a
+directory or in a missing folder).
+
 What the server reports about the SQL itself (a syntax error, an unknown table, a
 cancelled statement...) is not ours to rename: it comes through as psycopg's own
 class (``psycopg.errors.UndefinedTable``...), with its SQLSTATE and position.

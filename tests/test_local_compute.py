@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
+from neon_notebook.errors import ConfigurationError
 from neon_notebook.local import LocalCompute
 
 
@@ -363,7 +364,7 @@ def test_lifecycle_settings_are_checked_before_anything_starts(kwargs):
 
     before = set(Path(tempfile.gettempdir()).iterdir())
     name = next(iter(kwargs))
-    with pytest.raises(ValueError, match=f"^{name} must be "):
+    with pytest.raises(ConfigurationError, match=f"^{name} must be "):
         LocalCompute(**kwargs).close()
     assert set(Path(tempfile.gettempdir()).iterdir()) == before  # no server directory was made
 

@@ -8,6 +8,8 @@ import time
 import psycopg
 import pytest
 
+from neon_notebook.errors import ConfigurationError
+
 ROWS = 20_000
 COPY = f"copy (select g, repeat('x', 50) from generate_series(1, {ROWS}) g) to stdout"
 EXPECTED = b"".join(b"%d\t%s\n" % (g, b"x" * 50) for g in range(1, ROWS + 1))
@@ -177,20 +179,20 @@ def test_faults_leak_no_threads_or_fds_and_unset_keeps_the_fast_path(faulty, pgb
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "10", True])
 def test_cut_after_refuses_what_is_not_a_byte_count(compute, bad):
-    with pytest.raises(ValueError, match="cut_after needs a byte count >= 0 or None"):
+    with pytest.raises(ConfigurationError, match="cut_after needs a byte count >= 0 or None"):
         compute.cut_after(bad)
 
 
 @pytest.mark.parametrize("bad", [-0.1, math.nan, math.inf, "0.2", None])
 def test_latency_refuses_what_is_not_finite_seconds(compute, bad):
-    with pytest.raises(ValueError, match="latency needs a finite number of seconds >= 0"):
+    with pytest.raises(ConfigurationError, match="latency needs a finite number of seconds >= 0"):
         compute.latency(bad)
 
 
 def test_the_endpoint_must_be_named(compute):
-    with pytest.raises(ValueError, match="endpoint must be one of 'direct', 'pooled', 'both'"):
+    with pytest.raises(ConfigurationError, match="endpoint must be one of 'direct', 'pooled', 'both'"):
         compute.cut_after(10, endpoint="pooler")
-    with pytest.raises(ValueError, match="endpoint must be one of"):
+    with pytest.raises(ConfigurationError, match="endpoint must be one of"):
         compute.latency(0.1, endpoint="")
 
 
@@ -204,5 +206,5 @@ def test_times_limits_the_cuts_so_a_retry_can_succeed(faulty, pgbouncer):
         with connect(faulty, endpoint) as conn:
             assert copy_out(conn) == EXPECTED
     assert faulty.cuts == cuts + 2
-    with pytest.raises(ValueError, match="times must be a number of cuts >= 1 or None"):
+    with pytest.raises(ConfigurationError, match="times must be a number of cuts >= 1 or None"):
         faulty.cut_after(10, times=0)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..errors import LocalComputeError
+from ..errors import ConfigurationError, LocalComputeError
 from .._durations import is_seconds
 from .binaries import find_pgbouncer, postgres_bin_dir, server_dirs
 
@@ -64,7 +64,7 @@ class LocalCompute:
         self._direct_port = self._pooled_port = 0
         _check_lifecycle(suspend_after, activation_delay, monitor_interval)
         if password is not None and any(c in password for c in "\0\r\n"):
-            raise ValueError("password must be one line without NUL characters")  # as initdb reads it
+            raise ConfigurationError("password must be one line without NUL characters")  # as initdb reads it
         bin_dir = postgres_bin_dir(pg_bin, postgres_version)
         self._password = password or secrets.token_urlsafe(18)
         self._tmp, data, run_dir, user = server_dirs(bin_dir, "neon-local-", data_dir)
@@ -185,9 +185,9 @@ class LocalCompute:
         connections accepted before it.
         """
         if nbytes is not None and not _count(nbytes, 0):
-            raise ValueError(f"cut_after needs a byte count >= 0 or None, not {nbytes!r}")
+            raise ConfigurationError(f"cut_after needs a byte count >= 0 or None, not {nbytes!r}")
         if times is not None and not _count(times, 1):
-            raise ValueError(f"times must be a number of cuts >= 1 or None, not {times!r}")
+            raise ConfigurationError(f"times must be a number of cuts >= 1 or None, not {times!r}")
         self._call("cut_after", nbytes=nbytes, endpoint=_endpoint(endpoint), times=times)
 
     def latency(self, seconds: float, *, endpoint: str = "both") -> None:
@@ -197,7 +197,7 @@ class LocalCompute:
         a change applies to those at once; others keep the fast path.
         """
         if not is_seconds(seconds):
-            raise ValueError(f"latency needs a finite number of seconds >= 0, not {seconds!r}")
+            raise ConfigurationError(f"latency needs a finite number of seconds >= 0, not {seconds!r}")
         self._call("latency", seconds=float(seconds), endpoint=_endpoint(endpoint))
 
     @property
@@ -236,18 +236,18 @@ def _count(value: object, low: int) -> bool:
 def _check_lifecycle(suspend_after: object, activation_delay: object, monitor_interval: object) -> None:
     """Refuse settings that would leave the compute "starting" or polling in a tight loop."""
     if suspend_after is not None and not is_seconds(suspend_after, positive=True):
-        raise ValueError(f"suspend_after must be a number of seconds > 0, or None (never), "
+        raise ConfigurationError(f"suspend_after must be a number of seconds > 0, or None (never), "
                          f"not {suspend_after!r}")
     delay = activation_delay
     if isinstance(delay, (tuple, list)):
         if not (len(delay) == 2 and all(map(is_seconds, delay)) and delay[0] <= delay[1]):
-            raise ValueError(f"activation_delay must be a (low, high) range of seconds with "
+            raise ConfigurationError(f"activation_delay must be a (low, high) range of seconds with "
                              f"0 <= low <= high, not {tuple(delay)!r}")
     elif not is_seconds(delay):
-        raise ValueError(f"activation_delay must be a number of seconds >= 0 or a (low, high) "
+        raise ConfigurationError(f"activation_delay must be a number of seconds >= 0 or a (low, high) "
                          f"range, not {delay!r}")
     if not is_seconds(monitor_interval, positive=True):
-        raise ValueError(f"monitor_interval must be a number of seconds > 0, not {monitor_interval!r}")
+        raise ConfigurationError(f"monitor_interval must be a number of seconds > 0, not {monitor_interval!r}")
 
 
 _ENDPOINTS = ("direct", "pooled", "both")
@@ -255,7 +255,7 @@ _ENDPOINTS = ("direct", "pooled", "both")
 
 def _endpoint(name: str) -> str:
     if name not in _ENDPOINTS:
-        raise ValueError(f"endpoint must be one of {', '.join(map(repr, _ENDPOINTS))}, not {name!r}")
+        raise ConfigurationError(f"endpoint must be one of {', '.join(map(repr, _ENDPOINTS))}, not {name!r}")
     return name
 
 

@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..errors import LocalComputeError
 from . import scram, wire
 from .binaries import PGBOUNCER_INSTALL_HINT
 from .pgbouncer import PgBouncer
@@ -330,7 +331,7 @@ class Endpoint:
 
 def _raise_if(error: str | None) -> None:
     if error:
-        raise RuntimeError(error)
+        raise LocalComputeError(error)
 
 
 def _send(out, obj: dict) -> bool:

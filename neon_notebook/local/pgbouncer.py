@@ -17,6 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..errors import LocalComputeError
+
 _INI = """\
 [databases]
 * = host={run_dir} port={pg_port}
@@ -74,7 +76,7 @@ class PgBouncer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"PgBouncer exited while starting; see {self.run_dir}/pgbouncer.log")
+                raise LocalComputeError(f"PgBouncer exited while starting; see {self.run_dir}/pgbouncer.log")
             try:
                 with socket.socket(socket.AF_UNIX) as probe:
                     probe.connect(str(self.socket_path))
@@ -82,7 +84,7 @@ class PgBouncer:
             except OSError:
                 time.sleep(0.005)
         self.kill()
-        raise RuntimeError(f"PgBouncer did not start within {timeout:.0f} s")
+        raise LocalComputeError(f"PgBouncer did not start within {timeout:.0f} s")
 
     def kill(self) -> None:
         """SIGKILL, as Neon's suspension does: pooled clients see a bare EOF."""

@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..errors import LocalComputeError
+
 # Settings for a disposable compute; Neon's computes run in UTC.
 _CONF = """
 listen_addresses = ''
@@ -78,7 +80,7 @@ class Postgres:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"PostgreSQL exited while starting; see {self.log_path}")
+                raise LocalComputeError(f"PostgreSQL exited while starting; see {self.log_path}")
             try:
                 lines = pidfile.read_text().splitlines()
             except OSError:
@@ -87,7 +89,7 @@ class Postgres:
                 return
             time.sleep(0.005)
         self.kill()
-        raise RuntimeError(f"PostgreSQL did not start within {timeout:.0f} s; see {self.log_path}")
+        raise LocalComputeError(f"PostgreSQL did not start within {timeout:.0f} s; see {self.log_path}")
 
     @property
     def running(self) -> bool:
@@ -122,4 +124,4 @@ class Postgres:
         result = subprocess.run([str(self.bin_dir / tool), *args], user=self.user,
                                 stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if result.returncode:
-            raise RuntimeError(f"{tool} failed: {result.stderr.strip() or result.stdout.strip()}")
+            raise LocalComputeError(f"{tool} failed: {result.stderr.strip() or result.stdout.strip()}")
