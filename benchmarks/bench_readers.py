@@ -75,14 +75,17 @@ def worker(reader: str, url: str, query: str) -> dict:
         import importlib
 
         import neon_notebook as nn
-        import neon_notebook.readers  # noqa: F401
+        import neon_notebook.readers
         from neon_notebook.readers import _decode
 
         # "(COPY text)": the path without the C decoder (a machine with no compiler).
         if "(COPY text)" in reader:
             _decode._pgcopy = None
 
-        # Import what this reader uses before timing, as the peers' workers do.
+        # Import what this reader uses before timing, as the peers' workers do (the
+        # readers' facade loads its modules on first use).
+        for name in ("read_arrow", "iter_batches", "to_parquet"):
+            getattr(neon_notebook.readers, name)
         for module in {"read_polars": ["polars"], "read_pandas": ["pandas"]}.get(reader.split()[1], []):
             importlib.import_module(module)
 

@@ -21,10 +21,10 @@ def shell():
 
 
 @pytest.fixture
-def magics(shell, compute, monkeypatch):
-    """Fresh %neon / %%sql state, DATABASE_URL and DIRECT_URL pointing at the local compute."""
-    for key, value in compute.env().items():
-        monkeypatch.setenv(key, value)
+def magics(shell, direct_url, pooled_url, monkeypatch):
+    """Fresh %neon / %%sql state, DATABASE_URL and DIRECT_URL pointing at the run's database."""
+    monkeypatch.setenv("DATABASE_URL", pooled_url + ("&" if "?" in pooled_url else "?") + "pgbouncer=true")
+    monkeypatch.setenv("DIRECT_URL", direct_url)
     shell.run_line_magic("load_ext", "neon_notebook.ui.magics")
     fresh = NeonMagics(shell)
     shell.register_magics(fresh)
@@ -34,10 +34,10 @@ def magics(shell, compute, monkeypatch):
 
 
 @pytest.fixture
-def table(compute):
+def table(direct_url):
     """A small table with a NULL, created over a plain psycopg connection."""
     name = f"t_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(compute.direct_url, autocommit=True) as conn:
+    with psycopg.connect(direct_url, autocommit=True) as conn:
         conn.execute(f"create table {name} (id int primary key, label text, score float8, ok bool)")
         conn.execute(f"insert into {name} values (1, 'one', 1.5, true), (2, null, -2.25, false), "
                      f"(3, 'it''s', null, null)")
@@ -45,8 +45,8 @@ def table(compute):
         conn.execute(f"drop table {name}")
 
 
-def fetchall(compute, query, params=None):
-    with psycopg.connect(compute.direct_url) as conn:
+def fetchall(direct_url, query, params=None):
+    with psycopg.connect(direct_url) as conn:
         return conn.execute(query, params).fetchall()
 
 
@@ -57,8 +57,8 @@ def run(shell, capsys, cell):
     return result, captured.out + captured.err
 
 
-def password(compute) -> str:
-    return urlsplit(compute.direct_url).password
+def password(direct_url) -> str:
+    return urlsplit(direct_url).password
 
 
 # -- binding, no database -----------------------------------------------------------
@@ -96,10 +96,10 @@ def test_error_positions_map_back_to_the_cell():
 # -- %%sql against the compute ----------------------------------------------------------
 
 
-def test_sql_into_a_variable_matches_fetchall(shell, magics, compute, table):
+def test_sql_into_a_variable_matches_fetchall(shell, magics, direct_url, table):
     shell.run_line_magic("neon", "connect")
     query = f"select id, label, score, ok from {table} order by id"
-    expected = fetchall(compute, query)
+    expected = fetchall(direct_url, query)
     shell.run_cell_magic("sql", "df", query)
     df = shell.user_ns["df"]
     assert [tuple(None if v is None or v != v else v for v in row)  # NA -> None
@@ -110,7 +110,7 @@ def test_sql_into_a_variable_matches_fetchall(shell, magics, compute, table):
     assert [tuple(r.values()) for r in shell.user_ns["tbl"].to_pylist()] == expected
 
 
-def test_values_are_bound_as_data(shell, magics, compute, table, capsys):
+def test_values_are_bound_as_data(shell, magics, direct_url, table, capsys):
     shell.run_line_magic("neon", "connect")
     shell.user_ns.update(evil="'; drop table x; --", n=41, who=f"{table}")
     cell = ("select :evil as v, :n::int + 1 as m, '::keep :evil' as lit, '100%' as pct,\n"
@@ -169,8 +169,8 @@ def test_server_errors_show_detail(shell, magics, table, capsys):
     assert "Traceback" not in out
 
 
-def test_connection_errors_are_plain_words_without_the_password(shell, magics, compute, capsys):
-    parts = urlsplit(compute.direct_url)
+def test_connection_errors_are_plain_words_without_the_password(shell, magics, direct_url, capsys):
+    parts = urlsplit(direct_url)
     wrong = "Wr0ng-secret"
     url = urlunsplit(parts._replace(netloc=f"postgres:{wrong}@{parts.hostname}:{parts.port}"))
     shell.run_line_magic("neon", f"connect bad {url}")
@@ -180,9 +180,9 @@ def test_connection_errors_are_plain_words_without_the_password(shell, magics, c
     assert wrong not in out and "Traceback" not in out
 
 
-def test_connect_list_use_close(shell, magics, compute, capsys):
+def test_connect_list_use_close(shell, magics, direct_url, capsys):
     shell.run_line_magic("neon", "connect")
-    shell.run_line_magic("neon", f"connect other {compute.direct_url}")
+    shell.run_line_magic("neon", f"connect other {direct_url}")
     shell.run_line_magic("neon", "list")
     out = capsys.readouterr().out
     assert "* default: postgres@" in out and "(pooled)" in out
@@ -203,15 +203,15 @@ def test_connect_list_use_close(shell, magics, compute, capsys):
         shell.run_cell_magic("sql", "-c other", "select 1")
     with pytest.raises(UsageError):
         shell.run_line_magic("neon", "frobnicate")
-    assert password(compute) not in out
+    assert password(direct_url) not in out
 
 
-def test_no_password_in_any_output(shell, magics, compute, capsys):
-    shell.run_line_magic("neon", f"connect secretive {compute.direct_url}")
+def test_no_password_in_any_output(shell, magics, direct_url, capsys):
+    shell.run_line_magic("neon", f"connect secretive {direct_url}")
     for cell in ("%neon list", "%neon status", "%neon warm secretive", "%%sql\nselect 1 as x",
                  "%%sql\nselect nope"):
         _, out = run(shell, capsys, cell)
-        assert password(compute) not in out, cell
+        assert password(direct_url) not in out, cell
 
 
 def test_sql_without_a_connection_says_how_to_make_one(shell, magics):
@@ -264,11 +264,11 @@ def test_connect_list_and_status_print_the_snapshot_without_a_server(shell, caps
             session.close()
 
 
-def test_use_a_session_made_in_python(shell, compute, capsys):
+def test_use_a_session_made_in_python(shell, direct_url, capsys):
     import neon_notebook as nn
 
     shell.run_line_magic("load_ext", "neon_notebook")
-    shell.user_ns["my_session"] = nn.connect(compute.direct_url, suspend_after=None)
+    shell.user_ns["my_session"] = nn.connect(direct_url, suspend_after=None)
     try:
         shell.run_line_magic("neon", "use my_session")
         shell.run_cell_magic("sql", "answer", "select 6 * 7 as x")
@@ -394,10 +394,10 @@ def test_arrow_arrow_without_a_variable_says_what_is_missing(shell, magics):
         shell.run_cell_magic("sql", "<<", "select 1")
 
 
-def test_client_errors_are_one_clear_message(shell, magics, compute, capsys):
+def test_client_errors_are_one_clear_message(shell, magics, direct_url, capsys):
     import neon_notebook as nn
 
-    shell.user_ns["gone"] = nn.connect(compute.direct_url, suspend_after=None)
+    shell.user_ns["gone"] = nn.connect(direct_url, suspend_after=None)
     shell.run_line_magic("neon", "use gone")
     shell.user_ns["gone"].close()
     result, out = run(shell, capsys, "%%sql\nselect 1")
