@@ -1,0 +1,102 @@
+"""Record batches -> PostgreSQL's binary COPY stream, in blocks of bounded size.
+
+::
+
+    targets = _pgtypes.create_targets(schema)      # or _pgtypes.target(field, oid, typmod)
+    encoder = Encoder(schema, targets, block_bytes=8 << 20)
+    with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(...)) as copy:
+        copy.write(HEADER)
+        for batch in batches:
+            for block in encoder.blocks(batch):   # bytes, each <= block_bytes (>= one row)
+                copy.write(block)
+        copy.write(TRAILER)
+
+The C extension ``_pgcopy_encode`` does the encoding without the GIL, reading
+the Arrow buffers in place (one pass checks and sizes a block, a second fills
+it).  A value its column cannot hold (an int64 past int4, a nanosecond value
+that is not whole microseconds) raises
+:class:`~neon_notebook.errors.UnrepresentableValue` naming the column, the row
+(counted from 0 over everything this encoder encoded) and the value; nothing
+is truncated.  There is no Python fallback: without the extension, importing
+this module raises ImportError (a write path can fall back to psycopg's own
+``copy.write_row``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import pyarrow as pa
+
+from ..errors import ConfigurationError, UnrepresentableValue
+from ._pgtypes import Target
+
+try:
+    from . import _pgcopy_encode as _c
+except ImportError as exc:  # built optionally: no C compiler at install time
+    raise ImportError(
+        "neon_notebook's binary COPY encoder (the C extension "
+        "neon_notebook.writers._pgcopy_encode) is not built; reinstall neon-notebook "
+        "where a C compiler is available to write at COPY speed") from exc
+
+#: The binary COPY stream's header (signature, flags, no extension) and trailer.
+HEADER: bytes = _c.HEADER
+TRAILER: bytes = _c.TRAILER
+#: The default block size: large enough to amortise calls, far below PostgreSQL's 1 GiB.
+BLOCK_BYTES = 8 << 20
+
+
+class Encoder:
+    """Encodes the record batches of one schema into binary COPY blocks."""
+
+    def __init__(self, schema: pa.Schema, targets: Sequence[Target], *,
+                 block_bytes: int = BLOCK_BYTES) -> None:
+        if len(targets) != len(schema):
+            raise ConfigurationError(f"{len(schema)} columns but {len(targets)} targets")
+        self.schema = schema
+        self.targets = list(targets)
+        self.block_bytes = block_bytes
+        self.rows = 0  # rows encoded so far, over every batch
+
+    def blocks(self, batch: pa.RecordBatch) -> Iterator[bytes]:
+        """The batch's rows as binary COPY tuples, in blocks of at most ``block_bytes``."""
+        if not batch.schema.equals(self.schema):
+            raise ConfigurationError(
+                f"a batch's schema differs from the encoder's: {batch.schema} vs {self.schema}")
+        arrays = [self._prepared(batch.column(i), t) for i, t in enumerate(self.targets)]
+        columns = [_column(array, t) for array, t in zip(arrays, self.targets)]
+        start, stop = 0, batch.num_rows
+        while start < stop:
+            try:
+                block, start_next = _c.encode(columns, start, stop, self.block_bytes)
+            except _c.EncodeError as exc:
+                raise self._error(arrays, *exc.args) from None
+            self.rows += start_next - start
+            start = start_next
+            yield block
+
+    @staticmethod
+    def _prepared(array: pa.Array, target: Target) -> pa.Array:
+        if target.cast is None:
+            return array
+        if pa.types.is_dictionary(array.type):
+            array = array.dictionary_decode()
+        return array.cast(target.cast)
+
+    def _error(self, arrays: list[pa.Array], column: int, row: int, reason: str) -> UnrepresentableValue:
+        name = self.schema.field(column).name
+        value = arrays[column][row].as_py()
+        return UnrepresentableValue(
+            f"column {name!r}, row {self.rows + row} (counting from 0): the value {value!r} "
+            f"cannot be written into {self.targets[column].sql_type}: {reason}")
+
+
+def _column(array: pa.Array, target: Target) -> tuple:
+    """The extension's view of one column: (op, param, offset, validity, offsets, values)."""
+    buffers = array.buffers()
+    validity = buffers[0] if array.null_count else None
+    variable = target.op[:1] in (b"s", b"S")
+    offsets = buffers[1] if variable else None
+    values = buffers[2 if variable else 1]
+    return (target.op, target.param, array.offset, validity, offsets,
+            b"" if values is None else values)
