@@ -168,10 +168,13 @@ def test_narrowing_into_an_existing_column_is_range_checked(conn):
     assert isinstance(err.value, psycopg.DataError)
 
 
-def test_uint64_past_bigint_is_an_error_not_a_wraparound():
+def test_values_past_the_wire_range_are_errors_not_wraparounds():
     data = pa.table({"u": pa.array([2**63], pa.uint64())})
     with pytest.raises(UnrepresentableValue, match="'u', row 0"):
         stream(data, [_pgtypes.target(data.schema.field(0), 20)])
+    data = pa.table({"t": pa.array([0, 10**17], pa.timestamp("s"))})
+    with pytest.raises(UnrepresentableValue, match=r"'t', row 1.*100000000000000000 \(timestamp\[s\]\).*range"):
+        stream(data, _pgtypes.create_targets(data.schema))
 
 
 def test_nanoseconds_are_written_when_whole_microseconds_else_refused(conn):

@@ -85,9 +85,13 @@ class Encoder:
 
     def _error(self, arrays: list[pa.Array], column: int, row: int, reason: str) -> UnrepresentableValue:
         name = self.schema.field(column).name
-        value = arrays[column][row].as_py()
+        scalar = arrays[column][row]
+        try:
+            value = repr(scalar.as_py())
+        except (OverflowError, ValueError):  # past Python's datetime range
+            value = f"{scalar.value} ({scalar.type})"
         return UnrepresentableValue(
-            f"column {name!r}, row {self.rows + row} (counting from 0): the value {value!r} "
+            f"column {name!r}, row {self.rows + row} (counting from 0): the value {value} "
             f"cannot be written into {self.targets[column].sql_type}: {reason}")
 
 
