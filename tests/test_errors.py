@@ -23,6 +23,8 @@ INTERNAL = {
         "raised and caught inside the reader: the statement takes the row path instead of COPY",
     "neon_notebook.readers._pgcopy.DecimalOverflow":
         "raised by the C decoder, caught by the reader and re-raised as UnrepresentableValue",
+    "neon_notebook.writers._pgcopy_encode.EncodeError":
+        "raised by the C encoder, caught by writers._encode and re-raised as UnrepresentableValue",
     "neon_notebook.local.relay.Cut":
         "fault injection: the relay cuts a connection; the client sees a plain EOF, not this class",
     "neon_notebook.local.wire.ProtocolError":
