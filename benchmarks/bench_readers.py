@@ -51,13 +51,18 @@ READERS = ["neon read_arrow", "neon read_polars", "neon read_pandas", "neon to_p
            "polars.read_database (psycopg)", "pandas.read_sql (sqlalchemy)"]
 
 
-def peak_rss_mb() -> float:
-    """This process's peak RSS since exec (VmHWM; ru_maxrss would include the parent's)."""
+def status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (``VmHWM``, ``VmRSS``...), in MB."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS since exec (VmHWM; ru_maxrss would include the parent's)."""
+    return status_mb("VmHWM")
 
 
 def worker(reader: str, url: str, query: str) -> dict:

@@ -34,7 +34,7 @@ import time
 
 from psycopg import sql
 
-from bench_readers import MIXED_SETUP, peak_rss_mb
+from bench_readers import MIXED_SETUP, peak_rss_mb, status_mb
 
 FLOOR = "psql \\copy binary (floor)"
 BATCH_ROWS = 65_536
@@ -197,11 +197,7 @@ def worker(writer: str, url: str, path: str, table: str) -> dict:
 
 def rss_mb() -> float:
     """This process's RSS now: the interpreter, the libraries and the loaded input."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    return status_mb("VmRSS")
 
 
 def run_worker(writer: str, url: str, path: str, table: str) -> dict:

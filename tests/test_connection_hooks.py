@@ -40,6 +40,18 @@ def applied(row) -> bool:
     return path.startswith(SCHEMA) and timeout == "250ms"
 
 
+def record(row, pids: set[int]) -> None:
+    """The row saw the settings; remember its server connection for the next client's check."""
+    assert applied(row), row
+    pids.add(row[2])
+
+
+def assert_next_client_clean(pooled_url: str, pids: set[int]) -> None:
+    """A plain client landing on those server connections sees none of the settings."""
+    row = next_client_sees(pooled_url, pids)
+    assert not row[0].startswith(SCHEMA) and row[1] == "0", row
+
+
 def next_client_sees(pooled_url: str, pids: set[int]) -> tuple:
     """What a plain client of PgBouncer sees on one of ``pids``' server connections.
 
@@ -68,14 +80,11 @@ def test_each_transaction_gets_the_settings_and_the_next_client_does_not(session
         for _ in range(2):
             with conn.transaction():
                 row = conn.execute(SEEN).fetchone()
-                assert applied(row), row
-                pids.add(row[2])
+                record(row, pids)
             row = conn.execute(SEEN).fetchone()  # psycopg's implicit transaction
-            assert applied(row), row
-            pids.add(row[2])
+            record(row, pids)
             conn.commit()
-        row = next_client_sees(pooled_url, pids)
-        assert not row[0].startswith(SCHEMA) and row[1] == "0", row
+        assert_next_client_clean(pooled_url, pids)
         with pytest.raises(psycopg.errors.QueryCanceled):
             with conn.transaction():
                 conn.execute("select pg_sleep(2)")  # statement_timeout=0.25 holds here too
@@ -96,16 +105,13 @@ def test_pipeline_mode_gets_the_settings_in_each_transaction(session, pooled_url
                 with conn.transaction():
                     cur = conn.execute(SEEN)
                 row = cur.fetchone()
-                assert applied(row), row
-                pids.add(row[2])
+                record(row, pids)
         # After a pipeline PgBouncer may keep the server connection linked to this client
         # until its next message; one plain transaction hands it back for the check below.
         row = conn.execute(SEEN).fetchone()
-        assert applied(row), row
-        pids.add(row[2])
+        record(row, pids)
         conn.commit()
-        row = next_client_sees(pooled_url, pids)
-        assert not row[0].startswith(SCHEMA) and row[1] == "0", row
+        assert_next_client_clean(pooled_url, pids)
         with pytest.raises(psycopg.errors.QueryCanceled):
             with conn.pipeline(), conn.transaction():
                 conn.execute("select pg_sleep(2)")

@@ -185,6 +185,15 @@ def test_keep_warm_pings_at_the_documented_interval(compute, sessions):
 # --- 16: an unreferenced session is collected and closes its connections --------------------
 
 
+def assert_collected(ref: weakref.ReferenceType) -> None:
+    """The referent of ``ref`` is garbage once collected (closed first if not, so nothing leaks)."""
+    gc.collect()
+    alive = ref()
+    if alive is not None:
+        alive.close()
+    assert alive is None, "the session was not garbage-collected"
+
+
 def test_unreferenced_session_is_collected_and_closes_its_connections(compute):
     name = f"gc-{uuid.uuid4().hex[:8]}"
     # Only the direct connections are named: PgBouncer's server connections outlive their clients.
@@ -196,12 +205,7 @@ def test_unreferenced_session_is_collected_and_closes_its_connections(compute):
     assert backends(compute, name) >= 1
     ref = weakref.ref(session)
     del session
-    gc.collect()
-    alive = ref()
-    if alive is not None:
-        alive.close()
-    assert alive is None, "the session was not garbage-collected"
-    del alive
+    assert_collected(ref)
     deadline = time.monotonic() + 5
     while backends(compute, name) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -221,12 +225,7 @@ def test_a_forgotten_session_with_timers_is_collected_and_both_pools_close(compu
     tracker = session._resources.tracker
     ref = weakref.ref(session)
     del session
-    gc.collect()
-    alive = ref()
-    if alive is not None:
-        alive.close()
-    assert alive is None, "the session was not garbage-collected"
-    del alive
+    assert_collected(ref)
     assert all(conn.closed for conn in conns)
     assert all(pool.idle == 0 and pool.in_use == 0 for pool in pools.values())
     assert tracker._timer is None  # the idle timer is cancelled
