@@ -38,6 +38,7 @@ _EXPORTS = {
     "ResultInterrupted": "errors",
     "SessionClosed": "errors",
     "CommitUncertain": "errors",
+    "WriteInterrupted": "errors",
     "UnrepresentableValue": "errors",
     "OutputSettingChanged": "errors",
     "SessionStateRefused": "errors",
@@ -56,19 +57,20 @@ _EXPORTS = {
     "read_polars": "default",
     "iter_batches": "default",
     "to_parquet": "default",
+    "write": "default",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from .default import (default_session, iter_batches, read_arrow, read_pandas, read_polars,
-                          set_default_session, to_parquet)
+                          set_default_session, to_parquet, write)
     from .ui.magics import load_ipython_extension
     from .errors import (BinariesNotFound, CommitUncertain, ConfigurationError, ConnectError,
                          DecodeError, LocalComputeError, NeonError, NeonWarning, OutputSettingChanged,
                          PermanentConnectError, PoolExhausted, ResultInterrupted, SessionClosed,
                          SessionSettingWarning, SessionStateRefused, TypeFallbackWarning,
-                         UnrepresentableValue, UnsupportedStatement, WakeTimeout)
+                         UnrepresentableValue, UnsupportedStatement, WakeTimeout, WriteInterrupted)
     from .session import Session, WarmUpReport, connect
     from ._config import Settings
     from ._endpoint import Endpoint

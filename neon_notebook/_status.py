@@ -18,11 +18,12 @@ from ._state import ComputeState
 
 @dataclass(frozen=True)
 class QueryStats:
-    """The last read: rows, bytes, seconds."""
+    """The last read or write: rows, bytes, seconds, and for a write what it wrote."""
 
     rows: int
     bytes: int
     seconds: float
+    write: str | None = None  # "append into public.t": set by a write, None for a read
 
     @property
     def rows_per_second(self) -> float:

@@ -66,3 +66,8 @@ def iter_batches(sql: str, params: Any = None, **options: Any) -> Iterator[pa.Re
 def to_parquet(sql: str, path: str | os.PathLike[str], params: Any = None, **options: Any) -> int:
     """:meth:`Session.to_parquet` on the default session."""
     return default_session().to_parquet(sql, path, params, **options)
+
+
+def write(data: Any, table: str | tuple[str, str], **options: Any) -> int:
+    """:meth:`Session.write` on the default session."""
+    return default_session().write(data, table, **options)

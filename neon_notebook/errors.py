@@ -17,8 +17,10 @@ driver counterpart is also that driver class (a lost connection is still a
     │   └── SessionClosed          the session (or its pool) was closed
     ├── ResultInterrupted          (also psycopg.OperationalError) a read was cut off
     │                              after rows arrived; the partial result was discarded
+    ├── WriteInterrupted           (also psycopg.OperationalError) a write lost its
+    │                              connection before it committed: nothing was written
     ├── CommitUncertain            (also psycopg.OperationalError) the connection was lost
-    │                              after the text may have committed: not re-run
+    │                              after the text, or a write, may have committed: not re-run
     ├── UnrepresentableValue       (also psycopg.DataError) a value the column's Arrow
     │                              type cannot hold exactly; names the column
     ├── OutputSettingChanged       (also psycopg.DataError) the text set an output format
@@ -81,6 +83,7 @@ __all__ = [
     "UnrepresentableValue",
     "UnsupportedStatement",
     "WakeTimeout",
+    "WriteInterrupted",
 ]
 
 
@@ -148,12 +151,21 @@ class ResultInterrupted(NeonError, psycopg.OperationalError):
         )
 
 
+class WriteInterrupted(NeonError, psycopg.OperationalError):
+    """A write lost its connection before it committed: nothing was written."""
+
+    def __init__(self, message: str = "", *, rows: int | None = None) -> None:
+        self.rows = rows  # rows sent before the connection was lost (none of them stayed)
+        super().__init__(message or "The write lost its connection before it committed; nothing was written.")
+
+
 class SessionClosed(ConnectError):
     """The session, or the pool a connection was asked of, has been closed."""
 
 
 class CommitUncertain(NeonError, psycopg.OperationalError):
-    """The connection was lost after the read's text may have committed; it was not re-run."""
+    """The connection was lost after the work may have committed (a read's text, a write's
+    COMMIT whose outcome could not be learnt); it was not re-run."""
 
 
 class UnrepresentableValue(NeonError, psycopg.DataError):

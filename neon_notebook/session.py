@@ -18,7 +18,7 @@ import weakref
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Literal, Sequence, TypeVar, Union
 
 import psycopg
 
@@ -49,6 +49,8 @@ T = TypeVar("T")
 #: ``progress=`` of the reads: a callback, or whether to draw a bar ("auto": in a
 #: notebook or on a terminal, not in a plain script).
 ProgressArg = Union[Progress, bool, str, None]
+#: ``mode=`` of ``write``.
+WriteMode = Literal["create", "append", "replace", "upsert"]
 
 #: Neon's default: a compute suspends after 5 minutes without activity.
 NEON_SUSPEND_AFTER = 300.0
@@ -243,6 +245,33 @@ class Session:
             yield attempt
             if not attempt.retry:
                 return
+
+    # -- writes --------------------------------------------------------------
+    def write(self, data: Any, table: str | tuple[str, str], *, mode: WriteMode = "append",
+              key: str | Sequence[str] | None = None, direct: bool = False,
+              progress: ProgressArg = "auto") -> int:
+        """Write ``data`` into ``table`` with binary COPY, in one transaction; returns the rows written.
+
+        ``data``: a pandas or polars DataFrame, a pyarrow Table or RecordBatchReader,
+        an iterable of record batches (``iter_batches`` of another query) or a
+        Parquet file's path. ``table``: ``"name"`` or ``"schema.name"``.
+        ``mode``: ``"append"`` (creates a missing table), ``"create"`` (the table
+        must not exist), ``"replace"`` (definition and rows, atomically) or
+        ``"upsert"`` (``key=`` columns: new keys inserted, existing ones updated).
+        ``key`` also becomes the primary key of a table the write creates.
+        Either every row is written or none; a write is re-run only when it
+        provably did not commit (see ``WRITE_TYPES.md`` for the types).
+        """
+        from . import writers
+
+        source = writers.source(data)  # bad data is refused before anything connects
+        role = "direct" if direct else "pooled"
+        with _progress(progress) as shown:
+            written = writers.write(lambda: self._borrow(role), source, table, mode=mode, key=key,
+                                    progress=shown)
+        self.last_query = QueryStats(written.rows, written.bytes, written.seconds,
+                                     write=f"{written.mode} into {written.table}")
+        return written.rows
 
     # -- warm-up -------------------------------------------------------------
     def warm_up(self, background: bool = False, *, direct: bool = False) -> WarmUpReport | Future:

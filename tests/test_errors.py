@@ -25,6 +25,8 @@ INTERNAL = {
         "raised by the C decoder, caught by the reader and re-raised as UnrepresentableValue",
     "neon_notebook.writers._pgcopy_encode.EncodeError":
         "raised by the C encoder, caught by writers._encode and re-raised as UnrepresentableValue",
+    "neon_notebook.writers._write._NotCommitted":
+        "raised and caught inside a write: the attempt provably did not commit (re-run or WriteInterrupted)",
     "neon_notebook.local.relay.Cut":
         "fault injection: the relay cuts a connection; the client sees a plain EOF, not this class",
     "neon_notebook.local.wire.ProtocolError":

@@ -15,7 +15,7 @@ PUBLIC = {
     "iter_batches", "to_parquet", "SessionClosed", "CommitUncertain", "UnrepresentableValue",
     "OutputSettingChanged", "SessionStateRefused", "UnsupportedStatement", "DecodeError",
     "LocalComputeError", "BinariesNotFound", "NeonWarning", "TypeFallbackWarning",
-    "SessionSettingWarning",
+    "SessionSettingWarning", "write", "WriteInterrupted",
 }
 
 

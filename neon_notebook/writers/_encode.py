@@ -32,7 +32,7 @@ from ..errors import ConfigurationError, UnrepresentableValue
 from ._pgtypes import Target
 
 try:
-    from . import _pgcopy_encode as _c
+    from ._pgcopy_encode import HEADER as _HEADER, TRAILER as _TRAILER, EncodeError, encode
 except ImportError as exc:  # built optionally: no C compiler at install time
     raise ImportError(
         "neon_notebook's binary COPY encoder (the C extension "
@@ -40,8 +40,8 @@ except ImportError as exc:  # built optionally: no C compiler at install time
         "where a C compiler is available to write at COPY speed") from exc
 
 #: The binary COPY stream's header (signature, flags, no extension) and trailer.
-HEADER: bytes = _c.HEADER
-TRAILER: bytes = _c.TRAILER
+HEADER: bytes = _HEADER
+TRAILER: bytes = _TRAILER
 #: The default block size: large enough to amortise calls, far below PostgreSQL's 1 GiB.
 BLOCK_BYTES = 8 << 20
 
@@ -68,8 +68,8 @@ class Encoder:
         start, stop = 0, batch.num_rows
         while start < stop:
             try:
-                block, start_next = _c.encode(columns, start, stop, self.block_bytes)
-            except _c.EncodeError as exc:
+                block, start_next = encode(columns, start, stop, self.block_bytes)
+            except EncodeError as exc:
                 raise self._error(arrays, *exc.args) from None
             self.rows += start_next - start
             start = start_next

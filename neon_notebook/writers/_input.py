@@ -1,0 +1,195 @@
+"""What ``write`` accepts, as one Arrow schema and a stream of record batches.
+
+A :class:`Source` is made from a pandas or polars DataFrame, a pyarrow Table or
+RecordBatch, a ``RecordBatchReader`` (or anything with ``__arrow_c_stream__``),
+any iterable of record batches, or the path of a Parquet file. Its batches come
+in slices of at most ``BATCH_ROWS`` rows, converted as they are needed, so a
+frame is never held twice in memory. ``replayable`` says whether the batches can
+be produced again (a frame, a table, a file), which is what allows a write whose
+transaction provably rolled back to run once more.
+
+pandas, by the rules ``WRITE_TYPES.md`` gives: nullable extension dtypes keep
+their NULLs (an ``Int64`` with ``<NA>`` stays an integer column); in a numpy
+float column NaN is the value NaN, never NULL; the index is written as columns
+only when it is named (``df.groupby(...).sum()``), a default or unnamed index is
+not data and is dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import ConfigurationError
+
+#: Rows per converted slice: large enough to amortise each conversion, small enough to bound memory.
+BATCH_ROWS = 65_536
+
+
+@dataclass
+class Source:
+    """The data to write: its schema, its batches (``batches()``), and what is known of its size."""
+
+    schema: pa.Schema
+    _batches: Callable[[], Iterator[pa.RecordBatch]]
+    rows: int | None  # the total row count, when known before reading
+    replayable: bool  # whether ``batches()`` may be called again
+    nbytes: int | None = None  # the input's own size in memory, when known
+    _used: bool = False
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The record batches, from the start (a second call only when ``replayable``)."""
+        if self._used and not self.replayable:
+            raise RuntimeError("this source's batches were already consumed")
+        self._used = True
+        return self._batches()
+
+
+def source(data: Any) -> Source:
+    """The :class:`Source` for ``data``; a TypeError names what is accepted."""
+    if isinstance(data, (str, os.PathLike)):
+        return _parquet(data)
+    if isinstance(data, pa.Table):
+        return _table(data)
+    if isinstance(data, pa.RecordBatch):
+        return _table(pa.Table.from_batches([data]))
+    module = type(data).__module__.split(".")[0]
+    if module == "pandas" and type(data).__name__ == "DataFrame":
+        return _pandas(data)
+    if module == "polars" and type(data).__name__ == "DataFrame":
+        return _table(data.to_arrow(), nbytes=data.estimated_size())
+    if module == "polars" and type(data).__name__ == "LazyFrame":
+        raise TypeError("write() takes a polars DataFrame, not a LazyFrame: call .collect() first")
+    if isinstance(data, pa.RecordBatchReader):
+        return _reader(data)
+    if hasattr(data, "__arrow_c_stream__"):
+        return _reader(pa.RecordBatchReader.from_stream(data))
+    if isinstance(data, Iterable) and not isinstance(data, (bytes, bytearray, dict)):
+        return _iterable(iter(data))
+    raise TypeError(
+        "write() takes a pandas or polars DataFrame, a pyarrow Table or RecordBatchReader, an "
+        f"iterable of pyarrow RecordBatches, or the path of a Parquet file; got {type(data).__name__}")
+
+
+def _table(table: pa.Table, *, nbytes: int | None = None) -> Source:
+    def batches() -> Iterator[pa.RecordBatch]:
+        return iter(table.to_batches(max_chunksize=BATCH_ROWS))
+
+    return Source(table.schema, batches, table.num_rows, True,
+                  table.get_total_buffer_size() if nbytes is None else nbytes)
+
+
+def _parquet(path: str | os.PathLike[str]) -> Source:
+    import pyarrow.parquet as pq
+
+    if not os.path.isfile(path):
+        kind = "a directory" if os.path.isdir(path) else "no such file"
+        raise FileNotFoundError(f"write(): {os.fspath(path)!r} is {kind}; give a Parquet file's path")
+    try:
+        # pre_buffer=False: pyarrow's default pre-buffering holds whole column chunks, so the
+        # memory would grow with the file; without it, it stays one batch's worth.
+        metadata = pq.ParquetFile(path, pre_buffer=False)
+    except pa.ArrowInvalid as exc:
+        raise ConfigurationError(f"write(): {os.fspath(path)!r} is not a Parquet file ({exc})") from None
+    schema, rows = metadata.schema_arrow, metadata.metadata.num_rows
+    metadata.close()
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        with pq.ParquetFile(path, pre_buffer=False) as file:
+            yield from file.iter_batches(batch_size=BATCH_ROWS)
+
+    return Source(schema, batches, rows, True)
+
+
+def _reader(reader: pa.RecordBatchReader) -> Source:
+    return Source(reader.schema, lambda: iter(reader), None, False)
+
+
+def _iterable(iterator: Iterator[Any]) -> Source:
+    """An iterable of batches: the first one gives the schema (an empty one may still give it)."""
+    try:
+        first = next(iterator)
+    except StopIteration as stop:  # iter_batches() of an empty result returns its schema
+        schema = stop.value if isinstance(stop.value, pa.Schema) else None
+        if schema is None:
+            raise ConfigurationError(
+                "write() got an empty iterable: with no batch there is no schema to write; pass "
+                "an empty pyarrow Table (pa.table(...) with the columns) to create an empty table") from None
+        return Source(schema, lambda: iter(()), 0, False)
+    first = _batch(first)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        yield first
+        for item in iterator:
+            batch = _batch(item)
+            if not batch.schema.equals(first.schema):
+                raise ConfigurationError(
+                    f"write(): a batch's columns differ from the first batch's:\n{batch.schema}\n"
+                    f"vs\n{first.schema}")
+            yield batch
+
+    return Source(first.schema, batches, None, False)
+
+
+def _batch(item: Any) -> pa.RecordBatch:
+    if isinstance(item, pa.RecordBatch):
+        return item
+    if isinstance(item, pa.Table):
+        return item.combine_chunks().to_batches()[0] if item.num_rows else pa.RecordBatch.from_pylist(
+            [], schema=item.schema)
+    raise TypeError(f"write() takes an iterable of pyarrow RecordBatches; one item is a {type(item).__name__}")
+
+
+# -- pandas -------------------------------------------------------------------------------------
+
+
+def _pandas(df: Any) -> Source:
+    if df.columns.duplicated().any():
+        dupes = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+        raise ConfigurationError(f"write(): the DataFrame has duplicate column names {dupes}")
+    if any(name is not None for name in df.index.names):
+        df = df.reset_index()
+    names = [str(c) for c in df.columns]
+    # The schema of the whole frame, so that a slice (say all-NULL in an object column)
+    # cannot infer another type; found column by column, never converting the frame whole.
+    schema = pa.schema([pa.field(name, _pandas_type(df.iloc[:, i])) for i, name in enumerate(names)])
+    nbytes = int(df.memory_usage(index=False, deep=True).sum())
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for start in range(0, len(df), BATCH_ROWS):
+            part = df.iloc[start:start + BATCH_ROWS]
+            yield pa.RecordBatch.from_arrays(
+                [_pandas_column(part.iloc[:, i], field.type) for i, field in enumerate(schema)],
+                schema=schema)
+
+    return Source(schema, batches, len(df), True, nbytes)
+
+
+def _pandas_type(series: Any) -> pa.DataType:
+    """A column's Arrow type: from its dtype, or for Python objects from all its values."""
+    if series.dtype == object:
+        try:
+            return pa.infer_type(series.to_numpy(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ConfigurationError(
+                f"column {str(series.name)!r} (dtype object) holds values of more than one kind ({exc}); "
+                "give the column one type (e.g. .astype('string'))") from None
+    return _pandas_column(series.iloc[:0]).type
+
+
+def _pandas_column(series: Any, arrow_type: pa.DataType | None = None) -> pa.Array:
+    """One column as Arrow: NULLs where pandas has them, NaN kept in numpy float columns."""
+    import numpy as np
+
+    dtype = series.dtype
+    numpy_float = isinstance(dtype, np.dtype) and dtype.kind == "f"
+    try:
+        return pa.array(series, type=arrow_type, from_pandas=not numpy_float)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ConfigurationError(
+            f"column {str(series.name)!r} (dtype {dtype}) cannot be converted to Arrow: {exc}; "
+            "give the column one type (e.g. .astype('string'))") from None
