@@ -61,7 +61,7 @@ def source(data: Any) -> Source:
     if module == "pandas" and type(data).__name__ == "DataFrame":
         return _pandas(data)
     if module == "polars" and type(data).__name__ == "DataFrame":
-        return _table(data.to_arrow(), nbytes=data.estimated_size())
+        return _polars(data)
     if module == "polars" and type(data).__name__ == "LazyFrame":
         raise TypeError("write() takes a polars DataFrame, not a LazyFrame: call .collect() first")
     if isinstance(data, pa.RecordBatchReader):
@@ -81,6 +81,17 @@ def _table(table: pa.Table, *, nbytes: int | None = None) -> Source:
 
     return Source(table.schema, batches, table.num_rows, True,
                   table.get_total_buffer_size() if nbytes is None else nbytes)
+
+
+def _polars(df: Any) -> Source:
+    """A polars frame, converted to Arrow a slice at a time (its strings are copied on the way)."""
+    schema = df.head(0).to_arrow().schema
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for start in range(0, len(df), BATCH_ROWS):
+            yield from df.slice(start, BATCH_ROWS).to_arrow().cast(schema).to_batches()
+
+    return Source(schema, batches, len(df), True, df.estimated_size())
 
 
 def _parquet(path: str | os.PathLike[str]) -> Source:
@@ -188,7 +199,9 @@ def _pandas_column(series: Any, arrow_type: pa.DataType | None = None) -> pa.Arr
     dtype = series.dtype
     numpy_float = isinstance(dtype, np.dtype) and dtype.kind == "f"
     try:
-        return pa.array(series, type=arrow_type, from_pandas=not numpy_float)
+        array = pa.array(series, type=arrow_type, from_pandas=not numpy_float)
+        # pyarrow-backed columns (pandas 3's default "str", ArrowDtype) come as chunked arrays
+        return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise ConfigurationError(
             f"column {str(series.name)!r} (dtype {dtype}) cannot be converted to Arrow: {exc}; "
