@@ -1,7 +1,7 @@
 """A session's status as a frozen snapshot, for the views to draw and tests to build by hand.
 
 ``Session.status()`` takes one: the compute's state and its detail, the two
-endpoints (summarised), the last ping, the pools, the last read and the last
+endpoints (summarised), the last ping, the pools, the last read or write and the last
 error, every string with the session's secrets already masked. The views
 (``ui/status.py``'s text, the panel, ``%neon status``) read nothing else, so
 they never see a password and never touch a live session.

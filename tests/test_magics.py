@@ -447,3 +447,92 @@ def test_error_caret_after_a_set_the_pooled_endpoint_rewrote(shell, magics, caps
     assert isinstance(result.error_in_exec, CellError)
     assert "SET LOCAL" in out  # the rewrite happened (its warning is shown)
     assert caret_target(out).startswith("nope_col"), out
+
+
+# -- %neon write ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def new_table(direct_url):
+    """A fresh table name in public, dropped after the test."""
+    name = f"w_{uuid.uuid4().hex[:8]}"
+    yield name
+    with psycopg.connect(direct_url, autocommit=True) as conn:
+        conn.execute(f"drop table if exists {name}")
+
+
+def test_write_a_variable_in_every_mode(shell, magics, direct_url, new_table, capsys):
+    import pandas as pd
+    import polars as pl
+    import pyarrow as pa
+
+    shell.run_line_magic("neon", "connect")
+    shell.user_ns["df"] = pd.DataFrame({"id": pd.array([1, 2, 3], dtype="Int32"),
+                                        "label": pd.array(["one", None, "it's"], dtype="string")})
+    shell.run_line_magic("neon", f"write df {new_table} --mode create --key id")
+    assert "df: 3 rows written (create into " in capsys.readouterr().out
+    query = f"select id, label from {new_table} order by id"
+    assert fetchall(direct_url, query) == [(1, "one"), (2, None), (3, "it's")]
+    assert fetchall(direct_url, "select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid "
+                    "and a.attnum = any(i.indkey) where i.indrelid = %s::regclass and i.indisprimary",
+                    (new_table,)) == [("id",)]
+
+    shell.user_ns["more"] = pl.DataFrame({"id": [4], "label": ["four"]}, schema={"id": pl.Int32, "label": pl.String})
+    shell.run_line_magic("neon", f"write more public.{new_table} --direct")  # append, the default
+    assert capsys.readouterr().out == f"more: 1 row written (append into public.{new_table})\n"
+    assert magics.session().pool_stats()["direct"]["idle"] == 1
+
+    shell.user_ns["changes"] = pa.table({"id": pa.array([1, 5], pa.int32()), "label": ["uno", "five"]})
+    shell.run_line_magic("neon", f"write changes {new_table} --mode upsert --key id")
+    assert "changes: 2 rows written (upsert into public." in capsys.readouterr().out
+    assert fetchall(direct_url, query) == [(1, "uno"), (2, None), (3, "it's"), (4, "four"), (5, "five")]
+
+    shell.run_line_magic("neon", f"write changes {new_table} --mode replace")
+    assert fetchall(direct_url, query) == [(1, "uno"), (5, "five")]
+    assert magics.session().last_query.write == f"replace into public.{new_table}"
+
+
+def test_write_errors_are_clear_and_write_nothing(shell, magics, direct_url, table, capsys):
+    import pandas as pd
+
+    shell.run_line_magic("neon", f"connect secretive {direct_url}")
+    with pytest.raises(UsageError, match="'nope' names no variable of the notebook"):
+        shell.run_line_magic("neon", f"write nope {table}")
+    shell.user_ns["df"] = pd.DataFrame({"id": [9], "label": ["nine"], "score": [0.5], "ok": [True]})
+    with pytest.raises(UsageError, match=r"invalid choice: 'merge'"):
+        shell.run_line_magic("neon", f"write df {table} --mode merge")
+    with pytest.raises(UsageError, match=r"--key 'id,,label'"):
+        shell.run_line_magic("neon", f"write df {table} --mode upsert --key id,,label")
+    shell.user_ns["n"] = 42
+    cases = {f"%neon write n {table}": "TypeError: write() takes a pandas or polars DataFrame",
+             f"%neon write df {table} --mode create": "ConfigurationError: ",
+             f"%neon write df {table} --mode upsert": "ConfigurationError: mode='upsert' needs key=",
+             f"%neon write df {table} --mode upsert --key label": "ConfigurationError: "}
+    for cell, expected in cases.items():
+        result, out = run(shell, capsys, cell)
+        assert isinstance(result.error_in_exec, CellError), cell
+        assert expected in out and "Traceback" not in out, (cell, out)
+        assert password(direct_url) not in out
+    assert fetchall(direct_url, f"select count(*) from {table}") == [(3,)]
+
+
+def test_write_shows_a_write_bar_in_a_notebook(shell, magics, new_table, monkeypatch):
+    import pyarrow as pa
+
+    from neon_notebook.ui import magics as magics_module
+    from neon_notebook.ui import progress
+
+    bars, shown = [], []
+    monkeypatch.setattr(progress, "in_notebook", lambda: True)
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    monkeypatch.setattr(magics_module, "progress_bar",
+                        lambda **options: bars.append(progress.progress_bar(**options, delay=0)) or bars[-1])
+    shell.run_line_magic("neon", "connect")
+    shell.user_ns["t"] = pa.table({"n": pa.array(range(3000), pa.int64())})
+    shell.run_line_magic("neon", f"write t {new_table}")
+    [bar] = bars
+    assert bar.kind == "write" and bar.total == 3000 and bar.rows == 3000  # the exact count, not an estimate
+    [box] = shown
+    assert box.label.value == new_table
+    assert (box.gauge.value, box.gauge.bar_style) == (1.0, "success")
+    assert box.text.value.startswith("written: 3,000 rows · 0.")

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
+#: The derived table written back and read back (16 carriers flew from NYC in 2013).
+WRITTEN_BACK = "16 carriers written; read back equal: True"
 URL_WITH_PASSWORD = re.compile(r"postgres(?:ql)?://[^/\s@:]+:(?!\*\*\*\*@)[^/\s@]+@")
 
 
@@ -46,6 +48,7 @@ def test_quickstart_on_its_own_local_compute(tmp_path, monkeypatch):
     assert "compute: suspended" in warm and "answered after" in warm
     assert "compute: active (woken 2 times so far)" in warm
     assert "image/png" in outputs_of(nb, "matplotlib")
+    assert WRITTEN_BACK in outputs_of(nb, "session.write(")
     assert '"output_type": "error"' not in text
     assert not URL_WITH_PASSWORD.search(text)
 
@@ -58,6 +61,7 @@ def test_quickstart_on_a_database_url_never_shows_the_password(tmp_path, monkeyp
     nb = execute(tmp_path)
     text = all_output_text(nb)
     assert "336,776 flights" in text
+    assert WRITTEN_BACK in text
     assert password not in text
     assert not URL_WITH_PASSWORD.search(text)
 
@@ -68,4 +72,5 @@ def test_committed_notebook_has_outputs_and_no_secrets():
     outputs = json.dumps([c.get("outputs", []) for c in nb["cells"] if c["cell_type"] == "code"])
     assert "336,776 flights, 8,255 never departed" in outputs, "commit the notebook with its outputs"
     assert "image/png" in outputs
+    assert WRITTEN_BACK in outputs
     assert not URL_WITH_PASSWORD.search(text)

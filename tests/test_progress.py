@@ -156,3 +156,65 @@ def test_the_bar_needs_neither_the_panel_nor_a_session():
             " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+
+
+# -- a write's bar: the total is exact -------------------------------------------------
+
+
+def test_a_write_fills_towards_its_exact_total_and_says_written():
+    clock, stream = Clock(), io.StringIO()
+    bar = ProgressBar(TextView(stream), kind="write", delay=0, clock=clock)
+    clock.now += 1
+    bar(250, 5_500_000, 1000)
+    assert bar.fraction == 0.25
+    text = bar.summary()
+    assert text.startswith("250 of 1,000 rows · 5.5 MB · 250 rows/s, 5.5 MB/s · 25% · 1.0 s")
+    assert "estimated" not in text and "~" not in text
+    clock.now += 1
+    bar(1000, 22_000_000, 1000)
+    bar.close()
+    frames = stream.getvalue().split("\r")[1:]
+    assert frames[0].startswith("[#####---------------] 250 of 1,000 rows")
+    assert frames[-1].rstrip() == "[####################] written: 1,000 rows · 22.0 MB · 500 rows/s, 11.0 MB/s · 2.0 s"
+
+
+def test_a_write_of_unknown_length_is_indeterminate():
+    bar = ProgressBar(None, kind="write", clock=Clock())
+    bar(300, 3_000, None)  # an iterable of batches: no total before the end
+    assert bar.fraction is None and bar.summary().startswith("300 rows · 0.0 MB")
+    bar.close()
+    assert bar.fraction == 1.0 and bar.summary().startswith("written: 300 rows")
+
+
+@pytest.mark.parametrize("error, outcome", [(RuntimeError("boom"), "failed"),
+                                            (KeyboardInterrupt(), "interrupted")])
+def test_a_failed_write_says_how_many_rows_were_sent_in_red(monkeypatch, error, outcome):
+    monkeypatch.setattr("IPython.display.display", lambda obj: None)
+    view = WidgetView("public.t")
+    with pytest.raises(type(error)):
+        with ProgressBar(view, kind="write", delay=0, clock=Clock()) as bar:
+            bar(40, 4_000, 100)
+            raise error
+    assert (view.box.gauge.value, view.box.gauge.bar_style) == (0.4, "danger")
+    assert view.box.text.value.startswith(f"{outcome}: 40 of 100 rows sent · ")
+    assert "written" not in view.box.text.value
+
+
+def test_a_write_widget_turns_green_and_escapes_its_label(monkeypatch):
+    monkeypatch.setattr("IPython.display.display", lambda obj: None)
+    monkeypatch.setattr(progress, "in_notebook", lambda: True)
+    assert progress_bar(kind="write").view.label == "writing"
+    assert progress_bar().view.label == "reading"  # a read's bar is unchanged
+    bar = progress_bar(label="<b>odd</b>.t", kind="write", delay=0)
+    bar(5, 50, 10)
+    box = bar.view.box
+    assert box.label.value == "&lt;b&gt;odd&lt;/b&gt;.t"
+    assert (box.gauge.value, box.gauge.bar_style) == (0.5, "")
+    bar.close()
+    assert (box.gauge.value, box.gauge.bar_style) == (1.0, "success")
+    assert repr(box).startswith("written: 5 rows")
+
+
+def test_an_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="'read' or 'write'"):
+        ProgressBar(None, kind="delete")

@@ -109,6 +109,14 @@ def test_ping_and_last_query_rows():
     assert one["last query"] == "1 row, 0.0 MB in 0.00 s (instant)"
 
 
+def test_a_write_is_shown_as_the_last_write():
+    write = QueryStats(1_000_000, 22_000_000, 0.9, write="append into public.t")
+    rows = dict(status_rows(snapshot(last_query=write)))
+    assert rows["last write"] == "append into public.t: 1,000,000 rows, 22.0 MB in 0.90 s (1,111,111 rows/s)"
+    assert "last query" not in rows
+    assert "  last write  append into public.t: 1,000,000 rows" in status_text(snapshot(last_query=write))
+
+
 def test_the_detail_follows_the_state_but_an_error_has_its_own_row():
     waking = snapshot(state=ComputeState.WAKING, detail="connecting to ep-x")
     assert status_rows(waking)[0] == ("state", "waking (connecting to ep-x)")
@@ -156,6 +164,16 @@ def test_panel_refreshes_after_each_cell(panel_of, shell):
     assert "last query" not in panel.details_html.value
     shell.run_cell("pass")
     assert "2,000 rows, 3.0 MB in 0.50 s (4,000 rows/s)" in panel.details_html.value
+
+
+def test_panel_shows_a_write_then_the_next_read(panel_of, shell):
+    feed = Feed(snapshot(last_query=QueryStats(3, 120, 0.01, write="replace into s.<t>")))
+    panel = panel_of(feed)
+    assert "last write</td>" in panel.details_html.value
+    assert "replace into s.&lt;t&gt;: 3 rows, 0.0 MB in 0.01 s (300 rows/s)" in panel.details_html.value
+    feed.current = snapshot(last_query=QueryStats(2, 10, 0.5))
+    shell.run_cell("pass")
+    assert "last query</td>" in panel.details_html.value and "last write" not in panel.details_html.value
 
 
 def test_wake_button_starts_one_warm_up_at_a_time(panel_of):

@@ -159,6 +159,38 @@ def test_last_query_and_ping_refresh_after_each_cell(compute, closing):
     assert "2,000 rows, 3.0 MB in 0.50 s (4,000 rows/s)" in panel.details_html.value
 
 
+def test_a_write_shows_in_the_panel_after_its_cell_until_the_next_read(compute, closing):
+    import uuid
+
+    import pyarrow as pa
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    name = f"w_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(compute.direct_url, autocommit=True) as conn:
+        conn.execute(f"create table {name} (id int4, label text)")
+    session = session_for(compute)
+    closing(session)
+    panel = status_widget(session)
+    closing(panel)
+    try:
+        assert session.write(pa.table({"id": pa.array([1, 2, 3], pa.int32()), "label": ["a", None, "c"]}),
+                             name, progress=False) == 3
+        shell.run_cell("pass")
+        details = panel.details_html.value
+        assert "last write</td>" in details and f"append into public.{name}: 3 rows, " in details
+        assert f"last write  append into public.{name}: 3 rows, " in status_text(session.status())
+        with psycopg.connect(compute.direct_url) as conn:
+            assert conn.execute(f"select id, label from {name} order by id").fetchall() == [
+                (1, "a"), (2, None), (3, "c")]
+        session.read_arrow(f"select * from {name}", progress=False)
+        shell.run_cell("pass")
+        assert "last query</td>" in panel.details_html.value and "last write" not in panel.details_html.value
+    finally:
+        with psycopg.connect(compute.direct_url, autocommit=True) as conn:
+            conn.execute(f"drop table {name}")
+
+
 def test_close_stops_listening(compute, closing):
     from IPython.core.interactiveshell import InteractiveShell
 

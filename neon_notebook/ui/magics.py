@@ -1,10 +1,11 @@
-"""IPython magics: ``%neon`` manages named connections, ``%%sql`` runs a cell.
+"""IPython magics: ``%neon`` manages named connections and writes frames, ``%%sql`` runs a cell.
 
 Load with ``%load_ext neon_notebook``. Then::
 
     %neon connect                       # "default", from DATABASE_URL / DIRECT_URL / .env
     %neon connect analytics postgresql://...   # another one, by name
     %neon use analytics | warm [NAME] | status [NAME] | list | close [NAME]
+    %neon write DF TABLE [--mode create|append|replace|upsert] [--key COLS] [--direct] [-c NAME]
 
     %%sql [-c NAME] [--direct] [--pandas | --polars | --arrow] [--preview N] [VAR | VAR <<]
     SELECT * FROM trips WHERE city = :city AND fare > :min_fare
@@ -18,6 +19,11 @@ into that variable (pandas by default; ``VAR <<``, as jupysql and ipython-sql
 spell it, means the same); without it, the cell shows the first rows
 (``--preview``, 50) and cancels the rest of the query on the server. An empty
 result shows its columns and "0 rows".
+
+``%neon write df schema.table`` writes the notebook variable ``df`` (a pandas or
+polars DataFrame, a pyarrow Table...) with ``Session.write``: all rows or none,
+a progress bar towards the known row count, then the rows written; ``--key a,b``
+names the upsert key (and the primary key of a table the write creates).
 
 Errors from the server are shown as psql shows them (message, the cell's line
 with a caret under the position, DETAIL, HINT) instead of a traceback; the cell
@@ -36,7 +42,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import psycopg
 from IPython.core.error import UsageError
@@ -49,7 +55,7 @@ from psycopg.types.string import BytesDumper
 
 from ..errors import NeonError
 from .progress import progress_bar
-from ..session import Session, connect
+from ..session import Session, WriteMode, connect
 from .._sqltext import colon_parameters, original_offset
 from ._env import in_notebook
 from .status import status_text
@@ -198,7 +204,25 @@ def _neon_parser() -> MagicArgumentParser:
         commands.add_parser(command, prog=f"%neon {command}").add_argument(
             "name", nargs=None if command == "use" else "?")
     commands.add_parser("list", prog="%neon list")
+    wr = commands.add_parser("write", prog="%neon write")
+    wr.add_argument("df", metavar="DF", help="the notebook variable to write (pandas, polars, Arrow)")
+    wr.add_argument("table", metavar="TABLE", help="name or schema.name")
+    wr.add_argument("--mode", choices=get_args(WriteMode), default="append",
+                    help="append (default; creates a missing table), create, replace or upsert")
+    wr.add_argument("--key", metavar="COLS", help="key columns, comma-separated (upsert; a new table's primary key)")
+    wr.add_argument("--direct", action="store_true", help="use the direct endpoint instead of the pooler")
+    wr.add_argument("-c", "--conn", metavar="NAME", help="connection to use (default: the current one)")
     return parser
+
+
+def _key_columns(text: str | None) -> list[str] | None:
+    """``--key a,b`` as ``["a", "b"]``; an empty name is refused."""
+    if text is None:
+        return None
+    columns = [c.strip() for c in text.split(",")]
+    if not all(columns):
+        raise UsageError(f"--key {text!r}: give column names separated by commas, as in --key carrier,month")
+    return columns
 
 
 def _looks_like_url(word: str) -> bool:
@@ -257,6 +281,9 @@ class NeonMagics(Magics):
         %neon status [NAME]     live panel in a notebook, text elsewhere
         %neon list              named connections (no passwords)
         %neon close [NAME]      close a connection's pools and forget it
+        %neon write DF TABLE [--mode create|append|replace|upsert] [--key COLS] [--direct] [-c NAME]
+                                write the variable DF (a DataFrame or Arrow table) into TABLE
+                                (name or schema.name), all rows or none; --mode append by default
         """
         args = self._parser.parse_argstring(line.strip() or "status")
         getattr(self, f"_{args.command}")(args)
@@ -318,6 +345,21 @@ class NeonMagics(Magics):
         if self.current == name:
             self.current = next(iter(self.sessions), None)
         print(f"closed {name}")
+
+    def _write(self, args: Any) -> None:
+        if args.df not in self.shell.user_ns:
+            raise UsageError(f"{args.df!r} names no variable of the notebook: %neon write DF TABLE "
+                             "takes the name of a DataFrame (pandas, polars) or pyarrow Table")
+        key = _key_columns(args.key)
+        session = self.session(args.conn)
+        try:
+            with _warnings_as_notices(session), progress_bar(label=args.table, kind="write") as bar:
+                rows = session.write(self.shell.user_ns[args.df], args.table, mode=args.mode, key=key,
+                                     direct=args.direct, progress=bar)
+        except (NeonError, psycopg.Error, ValueError, TypeError) as exc:
+            raise CellError([session._redact(line) for line in error_lines(exc, "", [], None)]) from exc
+        where = session.last_query.write  # set by the write: "append into public.t"
+        print(f"{args.df}: {rows:,} row{'' if rows == 1 else 's'} written ({where})")
 
     @magic_arguments()
     @argument("var", nargs="?", help="load the whole result into this variable")

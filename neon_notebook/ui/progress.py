@@ -1,13 +1,15 @@
-"""Progress of a read, as the readers report it: ``progress(rows, nbytes, estimate)``.
+"""Progress of a read or a write, as reported: ``progress(rows, nbytes, total)``.
 
-:class:`ProgressBar` keeps the counts and does the arithmetic (rates, fraction of
-the planner's estimate, throttling, how it ended); a view only draws it, as in
+For a read, ``total`` is the planner's estimate (it can be wrong either way);
+for a write (``kind="write"``) it is the exact row count of the data, when
+known. :class:`ProgressBar` keeps the counts and does the arithmetic (rates,
+fraction of the total, throttling, how it ended); a view only draws it, as in
 tqdm, whose ``notebook.py`` swaps the display and keeps the logic in ``std.py``:
 
 - in a notebook, an ipywidgets ``HBox(HTML, FloatProgress, HTML)``: the bar fills
-  towards the planner's estimate when there is one, and is a full blue
-  "indeterminate" bar otherwise; it turns green when done and red with
-  "failed" or "interrupted" when the read ends with an error;
+  towards the total when there is one, and is a full blue "indeterminate" bar
+  otherwise; it turns green when done ("done" for a read, "written" for a
+  write) and red with "failed" or "interrupted" when it ends with an error;
 - on a terminal (stderr is a TTY), one line on stderr redrawn in place;
 - in a plain script or a pipe, nothing, unless asked (``enabled=True``).
 
@@ -21,6 +23,7 @@ script that redirects stderr to a log wants silence. What we would take from it
 from __future__ import annotations
 
 import functools
+import html
 import sys
 import threading
 import time
@@ -42,25 +45,33 @@ class View(Protocol):
     def render(self, bar: ProgressBar) -> None: ...
 
 
+#: What a bar counts: rows read (towards an estimate) or rows written (towards the exact count).
+Kind = Literal["read", "write"]
+_KINDS = ("read", "write")
+
+
 class ProgressBar:
-    """A ``progress(rows, nbytes, estimate)`` callable that draws on a view, throttled.
+    """A ``progress(rows, nbytes, total)`` callable that draws on a view, throttled.
 
     Use it as a context manager (or call ``close()`` / ``fail()``) so the bar
     ends green on success and red on an error or KeyboardInterrupt.
     """
 
-    def __init__(self, view: View | None, *, total_hint: int | None = None,
+    def __init__(self, view: View | None, *, total_hint: int | None = None, kind: Kind = "read",
                  delay: float = DEFAULT_DELAY, interval: float = 1 / MAX_REDRAWS_PER_SECOND,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        if kind not in _KINDS:
+            raise ValueError(f"kind= takes 'read' or 'write', got {kind!r}")
         self.view = view
         self.total_hint = total_hint
+        self.kind = kind
         self.delay = delay
         self.interval = interval
         self._clock = clock
         self.started = clock()
         self.rows = 0
         self.nbytes = 0
-        self.estimate: int | None = None
+        self.estimate: int | None = None  # the callback's third argument: exact for a write
         #: None while running, then "done", "failed" or "interrupted".
         self.outcome: str | None = None
         self.shown = False
@@ -75,7 +86,7 @@ class ProgressBar:
 
     @property
     def total(self) -> int | None:
-        """The row count the bar fills towards: the planner's estimate, else the hint."""
+        """The row count the bar fills towards: the reported total (a read's estimate), else the hint."""
         total = self.estimate if self.estimate else self.total_hint
         return total if total and total > 0 else None
 
@@ -88,23 +99,36 @@ class ProgressBar:
         return None if total is None else min(1.0, self.rows / total)
 
     def summary(self) -> str:
-        """One line: rows, MB, rates, progress against the estimate, and how it ended."""
+        """One line: rows, MB, rates, progress against the total, and how it ended.
+
+        A read's total is "~N estimated"; a write's is exact ("of N rows"), and
+        a failed write says how many rows were sent (not kept: a write is all or nothing).
+        """
         elapsed = self.elapsed
         mb = self.nbytes / 1e6
-        parts = [f"{self.rows:,} rows", f"{mb:,.1f} MB"]
+        writing = self.kind == "write"
+        parts = [self._rows_text(), f"{mb:,.1f} MB"]
         if elapsed > 0:
             parts.append(f"{self.rows / elapsed:,.0f} rows/s, {mb / elapsed:,.1f} MB/s")
         total = self.total
         if total is not None and self.outcome is None:
-            parts.append(f"{self.fraction:.0%} of ~{total:,} estimated")
+            parts.append(f"{self.fraction:.0%}" if writing else f"{self.fraction:.0%} of ~{total:,} estimated")
         parts.append(f"{elapsed:.1f} s")
         text = " · ".join(parts)
-        return f"{self.outcome}: {text}" if self.outcome else text
+        outcome = "written" if writing and self.outcome == "done" else self.outcome
+        return f"{outcome}: {text}" if outcome else text
+
+    def _rows_text(self) -> str:
+        """"1,000 rows"; for a write under way "400 of 1,000 rows", and "... sent" once it failed."""
+        if self.kind == "read" or self.outcome == "done":
+            return f"{self.rows:,} rows"
+        of = f" of {self.total:,}" if self.total is not None else ""
+        return f"{self.rows:,}{of} rows" + (" sent" if self.outcome else "")
 
     def __str__(self) -> str:
         return self.summary()
 
-    # -- what the reader calls ---------------------------------------------------
+    # -- what the reader (or writer) calls -----------------------------------------
     def __call__(self, rows: int, nbytes: int, estimate: int | None = None) -> None:
         with self._lock:
             if self.outcome is not None:
@@ -117,11 +141,11 @@ class ProgressBar:
                 self._redraw(now)
 
     def close(self) -> None:
-        """The read completed: final redraw (green), if anything was drawn."""
+        """The read or write completed: final redraw (green), if anything was drawn."""
         self._end("done")
 
     def fail(self, outcome: Literal["failed", "interrupted"] = "failed") -> None:
-        """The read ended with an error: final redraw in red, if anything was drawn."""
+        """It ended with an error: final redraw in red, if anything was drawn."""
         self._end(outcome)
 
     def _end(self, outcome: str) -> None:
@@ -202,7 +226,7 @@ def _box_class() -> type:
 
         def __init__(self, bar: ProgressBar, label: str) -> None:
             self.bar = bar
-            self.label = w.HTML(label)
+            self.label = w.HTML(html.escape(label))  # a table's name can hold any character
             self.gauge = w.FloatProgress(min=0.0, max=1.0)
             self.text = w.HTML()
             super().__init__([self.label, self.gauge, self.text])
@@ -223,21 +247,22 @@ def _box_class() -> type:
 
 
 def progress_bar(enabled: bool | Literal["auto"] = "auto", total_hint: int | None = None, *,
-                 label: str = "reading", delay: float = DEFAULT_DELAY) -> ProgressBar:
-    """A ``progress(rows, nbytes, estimate)`` callable for the readers; use it in a ``with``.
+                 label: str | None = None, kind: Kind = "read", delay: float = DEFAULT_DELAY) -> ProgressBar:
+    """A ``progress(rows, nbytes, total)`` callable for a read or a write; use it in a ``with``.
 
     ``enabled="auto"``: a widget in a notebook, a text line when stderr is a
     terminal, nothing otherwise. ``True``: a widget in a notebook, else text on
     stderr. ``False``: nothing. ``total_hint`` is the row count to fill
-    towards when the planner gives no estimate.
+    towards when the callback gives no total. ``kind="write"``: the total is
+    exact and the bar says "written"; ``label`` defaults to "reading" or "writing".
     """
     view: View | None
     if enabled is False:
         view = None
     elif in_notebook():
-        view = WidgetView(label)
+        view = WidgetView(label or ("writing" if kind == "write" else "reading"))
     elif enabled is True or sys.stderr.isatty():
         view = TextView(sys.stderr)
     else:
         view = None
-    return ProgressBar(view, total_hint=total_hint, delay=delay)
+    return ProgressBar(view, total_hint=total_hint, kind=kind, delay=delay)

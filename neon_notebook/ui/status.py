@@ -24,7 +24,7 @@ def status_rows(status: Status) -> list[Row]:
         *_endpoint_rows(status.endpoints),
         ("ping", f"{status.ping * 1e3:.1f} ms" if status.ping is not None else None),
         ("pools", _pools_text(status.pools)),
-        ("last query", _query_text(status.last_query)),
+        _query_row(status.last_query),
         ("last error", status.last_error),
     ]
     return [(label, value) for label, value in rows if value]
@@ -51,10 +51,14 @@ def _pools_text(pools: tuple[PoolStats, ...]) -> str:
     return "; ".join(f"{p.role} {p.in_use} in use, {p.idle} idle (max {p.size})" for p in pools)
 
 
-def _query_text(query: QueryStats | None) -> str | None:
+def _query_row(query: QueryStats | None) -> tuple[str, str | None]:
+    """``("last query", ...)`` for a read; a write is ``("last write", "append into public.t: ...")``."""
     if query is None:
-        return None
+        return ("last query", None)
     rate = query.rows_per_second
     rate_text = f"{rate:,.0f} rows/s" if rate != float("inf") else "instant"
     rows = f"{query.rows:,} row" + ("" if query.rows == 1 else "s")
-    return f"{rows}, {query.bytes / 1e6:,.1f} MB in {query.seconds:.2f} s ({rate_text})"
+    text = f"{rows}, {query.bytes / 1e6:,.1f} MB in {query.seconds:.2f} s ({rate_text})"
+    if query.write is None:
+        return ("last query", text)
+    return ("last write", f"{query.write}: {text}")
