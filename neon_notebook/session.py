@@ -266,7 +266,7 @@ class Session:
 
         source = writers.source(data)  # bad data is refused before anything connects
         role = "direct" if direct else "pooled"
-        with _progress(progress) as shown:
+        with _progress(progress, kind="write") as shown:
             written = writers.write(lambda: self._borrow(role), source, table, mode=mode, key=key,
                                     progress=shown)
         self.last_query = QueryStats(written.rows, written.bytes, written.seconds,
@@ -433,7 +433,7 @@ def _check_suspend_after(value: object) -> None:
 
 
 @contextmanager
-def _progress(progress: ProgressArg) -> Iterator[Progress | None]:
+def _progress(progress: ProgressArg, kind: Literal["read", "write"] = "read") -> Iterator[Progress | None]:
     """The callback to hand the readers: the user's, or a progress bar closed with the read.
 
     A bad ``progress`` is refused here, before the read connects. A bar is a view: the third
@@ -445,7 +445,7 @@ def _progress(progress: ProgressArg) -> Iterator[Progress | None]:
         return
     from .ui.progress import progress_bar
 
-    with progress_bar(progress) as bar:  # turns red on errors and interrupts
+    with progress_bar(progress, kind=kind) as bar:  # turns red on errors and interrupts
         yield bar
 
 

@@ -218,3 +218,19 @@ def test_a_write_widget_turns_green_and_escapes_its_label(monkeypatch):
 def test_an_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="'read' or 'write'"):
         ProgressBar(None, kind="delete")
+
+
+@pytest.mark.db
+def test_session_write_draws_a_write_bar_and_a_read_after_it_a_read_bar(make_session, monkeypatch, capsys):
+    import pyarrow as pa
+
+    real = progress.progress_bar
+    monkeypatch.setattr(progress, "progress_bar", lambda *a, **k: real(*a, **k, delay=0))
+    session = make_session()
+    assert session.write(pa.table({"n": list(range(3000))}), "progress_write_bar", mode="replace",
+                         progress=True) == 3000
+    err = capsys.readouterr().err
+    assert "written: 3,000 rows" in err and "estimated" not in err
+    session.read_arrow("select * from progress_write_bar", progress=True)
+    err = capsys.readouterr().err
+    assert "done: 3,000 rows" in err and "written" not in err
