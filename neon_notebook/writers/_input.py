@@ -66,13 +66,25 @@ def source(data: Any) -> Source:
         raise TypeError("write() takes a polars DataFrame, not a LazyFrame: call .collect() first")
     if isinstance(data, pa.RecordBatchReader):
         return _reader(data)
+    if isinstance(data, (pa.Array, pa.ChunkedArray)) or (
+            module in ("pandas", "polars") and type(data).__name__ == "Series"):
+        raise _one_column(data)
     if hasattr(data, "__arrow_c_stream__"):
-        return _reader(pa.RecordBatchReader.from_stream(data))
+        try:
+            return _reader(pa.RecordBatchReader.from_stream(data))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # a stream of one column, not of rows
+            raise _one_column(data) from None
     if isinstance(data, Iterable) and not isinstance(data, (bytes, bytearray, dict)):
         return _iterable(iter(data))
     raise TypeError(
         "write() takes a pandas or polars DataFrame, a pyarrow Table or RecordBatchReader, an "
         f"iterable of pyarrow RecordBatches, or the path of a Parquet file; got {type(data).__name__}")
+
+
+def _one_column(data: Any) -> TypeError:
+    return TypeError(
+        f"write() takes a table (columns with names), not one column ({type(data).__name__}): "
+        "make it a frame first, e.g. series.to_frame() or pa.table({'name': array})")
 
 
 def _table(table: pa.Table, *, nbytes: int | None = None) -> Source:

@@ -4,7 +4,8 @@ Every plan runs inside one transaction:
 
 - ``create`` (the table must not exist) and any mode on a missing table:
   ``CREATE TABLE``, then ``COPY … FREEZE`` into it (the table is new in this
-  transaction, so its rows need no later freezing);
+  transaction, so its rows need no later freezing); with ``key=``, the primary
+  key is added after the COPY (one index build);
 - ``append``: ``COPY`` into the existing table, each value encoded into its
   column's own type;
 - ``replace``: ``CREATE TABLE`` a staging table beside it, ``COPY`` into that, then
@@ -12,7 +13,13 @@ Every plan runs inside one transaction:
   old table or the new one, never an empty or half one, and the old one is
   locked only for the swap;
 - ``upsert``: ``COPY`` into a temporary table (``ON COMMIT DROP``, safe through
-  PgBouncer), then ``INSERT … SELECT … ON CONFLICT (key) DO UPDATE``.
+  PgBouncer), then ``INSERT … SELECT … ON CONFLICT (key) DO UPDATE`` (``DO
+  NOTHING`` when the data has only the key).
+
+Data repeating its ``key=`` is refused whatever the mode (a ``UniqueViolation``
+naming the key and its value): which of the rows would win is a guess. No plan
+uses a subtransaction, so every row and catalog change carries the write's own
+transaction id (what verifying a COMMIT whose answer was lost relies on).
 
 Everything that can be known from the data and the catalog is checked before
 the first row is sent: the data's columns against the table's (missing,
@@ -32,9 +39,12 @@ from psycopg import sql
 from ..errors import ConfigurationError
 from . import _pgtypes
 from ._pgtypes import Target
-from ._table import TableInfo, TableName
+from ._table import MAX_IDENTIFIER, TableInfo, TableName
 
 MODES = ("create", "append", "replace", "upsert")
+#: The name of the unique index on an upsert's staged rows: the error reads "could not create
+#: unique index "the data repeats a key"", and its detail names the key ("Key (id)=(2) is duplicated").
+REPEATED_KEY = "the data repeats a key"
 
 
 @dataclass
@@ -67,6 +77,13 @@ def check_arguments(mode: object, key: object, schema: pa.Schema) -> tuple[str, 
     if len(set(columns)) != len(columns):
         raise ConfigurationError(f"key= names a column twice: {list(columns)}")
     names = schema.names
+    if not names:
+        raise ConfigurationError("the data has no columns: there is nothing to write")
+    unfit = [n for n in names if not n or "\x00" in n or len(n.encode()) > MAX_IDENTIFIER]
+    if unfit:
+        raise ConfigurationError(
+            f"the data has column names PostgreSQL cannot hold as given: {unfit}; a name is 1 to "
+            f"{MAX_IDENTIFIER} bytes (a longer one would be truncated) without NUL characters; rename them")
     missing = [k for k in columns if k not in names]
     if missing:
         raise ConfigurationError(f"key= names {missing}, which the data does not have (its columns: {names})")
@@ -88,9 +105,9 @@ def plan(mode: str, name: TableName, info: TableInfo | None, schema: pa.Schema,
     if mode == "replace":
         staged = _staging_name(info.name)
         staging = sql.Identifier(info.schema, staged)
-        made = _create(staging, schema, key, created=False)
-        made.after = [sql.SQL("DROP TABLE {}").format(info.identifier),
-                      sql.SQL("ALTER TABLE {} RENAME TO {}").format(staging, sql.Identifier(info.name))]
+        made = _create(staging, schema, key, created=False, constraint=_pkey(staged))
+        made.after += [sql.SQL("DROP TABLE {}").format(info.identifier),
+                       sql.SQL("ALTER TABLE {} RENAME TO {}").format(staging, sql.Identifier(info.name))]
         if key:
             made.after.append(sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
                 info.identifier, sql.Identifier(_pkey(staged)),
@@ -111,24 +128,31 @@ def plan(mode: str, name: TableName, info: TableInfo | None, schema: pa.Schema,
               if updates else sql.SQL("DO NOTHING"))
     insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
         info.identifier, columns, columns, stage, sql.SQL(", ").join(map(sql.Identifier, key)), action)
+    # A unique index on the staged rows refuses data repeating a key, naming it, before the
+    # INSERT (whose own error would not name it, and DO NOTHING would not fail at all).
+    unique = sql.SQL("CREATE UNIQUE INDEX {} ON {} ({})").format(
+        sql.Identifier(REPEATED_KEY), stage, sql.SQL(", ").join(map(sql.Identifier, key)))
     return Plan([sql.SQL("CREATE TEMPORARY TABLE {} ({}) ON COMMIT DROP").format(stage, definition)],
-                _copy(stage, columns, freeze=False), targets, [insert])
+                _copy(stage, columns, freeze=False), targets, [unique, insert])
 
 
-def _create(table: sql.Identifier, schema: pa.Schema, key: Sequence[str], *, created: bool) -> Plan:
+def _create(table: sql.Identifier, schema: pa.Schema, key: Sequence[str], *, created: bool,
+            constraint: str | None = None) -> Plan:
+    """CREATE TABLE and COPY; with ``key``, its primary key (named ``constraint``) added after.
+
+    The key is indexed once the rows are in: one index build, faster than one insertion
+    per row, and data repeating a key is told as such ("Key (id)=(2) is duplicated").
+    """
     targets = _pgtypes.create_targets(schema)
-    statement = (_with_primary_key(table, schema, targets, key) if key
-                 else _pgtypes.create_table(table, schema, targets))
     columns = sql.SQL(", ").join(map(sql.Identifier, schema.names))
-    return Plan([statement], _copy(table, columns, freeze=True), targets, created=created)
-
-
-def _with_primary_key(table: sql.Identifier, schema: pa.Schema, targets: Sequence[Target],
-                      key: Sequence[str]) -> sql.Composed:
-    columns = [sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(t.sql_type))
-               for f, t in zip(schema, targets)]
-    columns.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, key))))
-    return sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(columns))
+    made = Plan([_pgtypes.create_table(table, schema, targets)], _copy(table, columns, freeze=True),
+                targets, created=created)
+    if key:
+        named = sql.SQL("") if constraint is None else sql.SQL("CONSTRAINT {} ").format(
+            sql.Identifier(constraint))
+        made.after = [sql.SQL("ALTER TABLE {} ADD {}PRIMARY KEY ({})").format(
+            table, named, sql.SQL(", ").join(map(sql.Identifier, key)))]
+    return made
 
 
 def _copy(table: sql.Identifier, columns: sql.Composable, *, freeze: bool) -> sql.Composed:
@@ -174,8 +198,10 @@ def _targets(info: TableInfo, schema: pa.Schema, key: Sequence[str]) -> list[Tar
             "the data (all missing values write NULLs)")
     if key and frozenset(key) not in info.unique_keys:
         keys = [sorted(k) for k in info.unique_keys] or "none"
+        add = sql.SQL("ALTER TABLE {} ADD UNIQUE ({})").format(
+            info.identifier, sql.SQL(", ").join(map(sql.Identifier, key))).as_string(None)
         raise ConfigurationError(
             f"mode='upsert' with key={list(key)}: table {info} has no primary key or unique "
-            f"constraint on exactly these columns (its unique keys: {keys}); ON CONFLICT needs one. "
-            f"Add it with ALTER TABLE {info} ADD UNIQUE ({', '.join(key)})")
+            f"constraint on exactly these columns (its unique keys: {keys}; partial, deferrable "
+            f"and expression indexes do not count); ON CONFLICT needs one. Add it with {add}")
     return [_pgtypes.target(f, by_name[f.name].type_oid, by_name[f.name].typmod) for f in schema]

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from ..errors import ConfigurationError
 
-_MAX_IDENTIFIER = 63  # NAMEDATALEN - 1: PostgreSQL truncates longer names, silently
+MAX_IDENTIFIER = 63  # NAMEDATALEN - 1: PostgreSQL truncates longer names, silently
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class TableInfo:
     schema: str
     name: str
     columns: tuple[Column, ...]
-    unique_keys: tuple[frozenset[str], ...]  # column sets of its non-partial unique indexes
+    unique_keys: tuple[frozenset[str], ...]  # key column sets of the unique indexes ON CONFLICT can use
     kind: str  # pg_class.relkind: 'r' table, 'p' partitioned table
 
     @property
@@ -76,11 +76,12 @@ def parse(table: object) -> TableName:
         raise TypeError(f"write(table=...) takes 'name', 'schema.name' or a (schema, name) tuple, "
                         f"got {type(table).__name__}")
     for part in parts:
-        if not part or part != part.strip():
-            raise ConfigurationError(f"table {table!r}: an empty name, or one with spaces around it")
-        if len(part.encode()) > _MAX_IDENTIFIER:
+        if not part or part != part.strip() or "\x00" in part:
             raise ConfigurationError(
-                f"table {table!r}: {part!r} is longer than PostgreSQL's {_MAX_IDENTIFIER} bytes "
+                f"table {table!r}: an empty name, one with spaces around it, or one with a NUL character")
+        if len(part.encode()) > MAX_IDENTIFIER:
+            raise ConfigurationError(
+                f"table {table!r}: {part!r} is longer than PostgreSQL's {MAX_IDENTIFIER} bytes "
                 "(it would be truncated)")
     return TableName(parts[0], parts[1]) if len(parts) == 2 else TableName(None, parts[0])
 
@@ -97,12 +98,14 @@ from pg_attribute a
 where a.attrelid = %s and a.attnum > 0 and not a.attisdropped
 order by a.attnum
 """
+# The unique indexes ON CONFLICT can take as its arbiter: valid, immediate (not DEFERRABLE),
+# not partial, on columns (not expressions); their key columns only (not INCLUDE ones).
 _KEYS = """
-select array(select a.attname from unnest(i.indkey) k join pg_attribute a
-             on a.attrelid = i.indrelid and a.attnum = k)
+select array(select a.attname from unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) k
+             join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k)
 from pg_index i
 where i.indrelid = %s and i.indisunique and i.indpred is null and i.indexprs is null
-  and i.indisvalid
+  and i.indisvalid and i.indimmediate
 """
 
 
