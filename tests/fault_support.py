@@ -309,3 +309,110 @@ def phase_offsets(trace: Trace) -> dict[str, int]:
         "before_complete": rest[last_c].start + 1,
         "total": len(trace.data),
     }
+
+
+# -- the write fault matrix -------------------------------------------------------------------
+
+
+def write_phase_offsets(trace: Trace) -> dict[str, int]:
+    """Byte offsets at which a cut lands in each phase of the write this trace recorded.
+
+    start: inside the start-up (BackendKeyData); mid_copy: right after CopyInResponse (the
+    server says nothing more until the COPY ends, so a cut counted in the bytes it sends
+    cannot land later in it: the data in flight is lost); before_commit: inside the answer
+    to the last statement before COMMIT (it ran, COMMIT is never sent); during_commit:
+    inside COMMIT's own answer (the transaction committed, the client cannot know).
+    """
+    msgs = trace.messages()
+    assert msgs and sum(m.end - m.start for m in msgs) == len(trace.data), "unparsable trace"
+    key = next(m for m in msgs if m.type == "K")
+    copy_in = next(m for m in msgs if m.type == "G")
+    completes = [i for i, m in enumerate(msgs) if m.type == "C"]
+    commit = next(i for i in reversed(completes) if trace.data[msgs[i].start + 5:msgs[i].end] == b"COMMIT\0")
+    before = max(i for i in completes if i < commit)
+    assert msgs[before].start >= copy_in.end, "no statement answered between the COPY's start and COMMIT"
+    return {
+        "start": key.start + 3,
+        "mid_copy": copy_in.end,
+        "before_commit": msgs[before].start + 1,
+        "during_commit": msgs[commit].start + 1,
+        "total": len(trace.data),
+    }
+
+
+class KeyGate:
+    """Holds advisory lock ``key`` on a clean connection, so that a gate waiting on it holds a write.
+
+    ``wait_blocked`` returns once another backend waits for an advisory lock; ``release``
+    lets it go on (a no-op once the compute took the connection down).
+    """
+
+    def __init__(self, conninfo: str, key: int) -> None:
+        self.conn = psycopg.connect(conninfo, autocommit=True)
+        self.watch = psycopg.connect(conninfo, autocommit=True)
+        self.conn.execute("select pg_advisory_lock(%s)", [key])
+
+    def wait_blocked(self, timeout: float = 15.0) -> bool:
+        return wait_for(self.watch, "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                                    "and wait_event = 'advisory'", timeout)
+
+    def release(self) -> None:
+        for conn in (self.conn, self.watch):
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+
+def wait_for(conn: psycopg.Connection, count_query: str, timeout: float = 15.0) -> bool:
+    """Until ``count_query`` (a count, on an autocommit connection) is positive; False at the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if conn.execute(count_query).fetchone()[0]:
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def wait_for_state(compute, state: str, timeout: float = 15.0) -> bool:
+    """Until the local compute is in ``state`` ("starting": a wake under way); False at the timeout."""
+    deadline = time.monotonic() + timeout
+    while compute.state != state:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+class CuttingRelay(CountingRelay):
+    """A counting relay that can also cut its connections now (``cut()``), as a network would:
+    both ends read EOF, and a server busy with a statement notices only when it next reads."""
+
+    def __init__(self, target_port: int) -> None:
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        super().__init__(target_port)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self.pairs.append((client, server))
+            trace = Trace()
+            self.traces.append(trace)
+            for src, dst, record in ((client, server, None), (server, client, trace)):
+                t = threading.Thread(target=self._pump, args=(src, dst, record), daemon=True,
+                                     name="fault-counting-pump")
+                t.start()
+                self._threads.append(t)
+
+    def cut(self) -> None:
+        """Shut down every connection relayed so far (new ones still get through)."""
+        for pair in self.pairs:
+            for s in pair:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass

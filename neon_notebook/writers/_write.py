@@ -1,8 +1,9 @@
 """One write, all or nothing and never twice: the transaction, its COMMIT, and the one retry.
 
 A write is one transaction on one connection: its transaction id first
-(``pg_current_xact_id()``), then the plan's statements and the COPY, then
-COMMIT. If the connection is lost:
+(``pg_current_xact_id()``, with the server's incarnation: when it started and
+when crash recovery last reset its statistics), then the plan's statements and
+the COPY, then COMMIT. If the connection is lost:
 
 - before COMMIT was sent, the transaction cannot have committed: PostgreSQL
   rolls it back when the connection goes, so nothing stays;
@@ -14,9 +15,16 @@ COMMIT. If the connection is lost:
   cannot be reached): :class:`~neon_notebook.errors.CommitUncertain`, with the
   transaction id to check by hand.
 
+A crash loses the WAL not yet flushed, and with it every trace of a transaction
+that had not committed: after recovery its id is "in the future", which proves
+it did not commit, and the server hands the id out again, so "committed" or
+"in progress" may then be another transaction's. So when the server restarted
+since the write began, only "committed" needs proof, from the write's own rows
+(or its table's catalog row) carrying its id; without it, CommitUncertain.
+
 A write that provably did not commit runs once more when its data can be read
-again (a frame, a table, a file); a stream already consumed cannot, and the
-error says so. Nothing is retried that might have committed.
+again (a frame, a table, a file) or was not read yet; a stream already consumed
+cannot, and the error says so. Nothing is retried that might have committed.
 """
 
 from __future__ import annotations
@@ -48,6 +56,16 @@ IN_PROGRESS_GRACE = 2.0
 #: How long, after terminating it, its status may take to settle.
 SETTLE_TIMEOUT = 15.0
 
+# The server's incarnation, fixed-width: a restart changes its start time; crash recovery
+# (also of one crashed backend, which keeps the start time) resets its statistics.
+_STAMP = "'YYYYMMDDHH24MISSUS'"
+_INCARNATION = (f"to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', {_STAMP}) || "
+                f"coalesce(to_char(pg_stat_get_bgwriter_stat_reset_time() AT TIME ZONE 'UTC', {_STAMP}), '')")
+_BEGIN = f"SELECT pg_current_xact_id()::text, {_INCARNATION}"
+# Raises 22023 for an id at or past the next one to be handed out: "in the future". (A
+# snapshot's xmax is no test for that: it is one past the latest *completed* transaction.)
+_STATUS = f"SELECT pg_xact_status(%s::xid8), {_INCARNATION}"
+
 
 @dataclass(frozen=True)
 class Written:
@@ -63,9 +81,23 @@ class Written:
 class _NotCommitted(Exception):
     """The attempt provably did not commit (carries the driver's error)."""
 
-    def __init__(self, cause: BaseException, rows: int) -> None:
+    def __init__(self, cause: BaseException, rows: int, consumed: bool) -> None:
         super().__init__(str(cause))
-        self.cause, self.rows = cause, rows
+        self.cause, self.rows, self.consumed = cause, rows, consumed
+
+
+@dataclass
+class _Attempt:
+    """How far one attempt got: what its COMMIT verification needs, and what it reports."""
+
+    xid: str | None = None
+    incarnation: str | None = None
+    target: _table.TableInfo | _table.TableName | None = None  # the table written, schema-qualified
+    created: bool = False  # the table (or, replacing, its new definition) is the write's own
+    consumed: bool = False  # the source's batches were asked for
+    rows: int = 0
+    nbytes: int = 0
+    committing: bool = False  # COMMIT was sent
 
 
 def write(borrow: Borrow, source: Source, table: object, *, mode: str, key: object,
@@ -78,60 +110,75 @@ def write(borrow: Borrow, source: Source, table: object, *, mode: str, key: obje
     started = time.perf_counter()
     for attempt in (1, 2):
         try:
-            rows, nbytes, where = _attempt(borrow, source, name, mode, key_columns, progress)
+            done = _attempt(borrow, source, name, mode, key_columns, progress)
         except _NotCommitted as failed:
-            if attempt == 1 and source.replayable:
+            again = source.replayable or not failed.consumed
+            if attempt == 1 and again:
                 log.info("write lost its connection and did not commit (%s); running it once more",
                          classify(failed.cause).reason)
                 continue
-            raise _interrupted(failed, retried=attempt > 1, replayable=source.replayable) from failed.cause
-        return Written(rows, nbytes, time.perf_counter() - started, where, mode)
+            raise _interrupted(failed, retried=attempt > 1, replayable=again) from failed.cause
+        return Written(done.rows, done.nbytes, time.perf_counter() - started, str(done.target), mode)
     raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 def _attempt(borrow: Borrow, source: Source, name: _table.TableName, mode: str,
-             key: tuple[str, ...], progress: Progress | None) -> tuple[int, int, str]:
-    encoder: Encoder | None = None
-    xid: str | None = None
-    with borrow() as conn:
-        try:
-            xid = conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
-            info = _table.inspect(conn, name)
-            plan = _plan.plan(mode, name, info, source.schema, key)
-            where = str(info) if info is not None else _qualified(conn, name)
-            with conn.cursor() as cur:
-                for statement in plan.before:
-                    cur.execute(statement)
-                encoder = Encoder(source.schema, plan.targets)
-                report = None if progress is None else (
-                    lambda rows, nbytes: progress(rows, nbytes, source.rows))
-                nbytes = copy_in(cur, plan.copy, encoder, source.batches(), report)
-                for statement in plan.after:
-                    _run_after(cur, statement, info)
-        except psycopg.OperationalError as exc:
-            if lost(conn, exc):  # COMMIT was never sent: PostgreSQL rolls the transaction back
-                raise _NotCommitted(exc, encoder.rows if encoder else 0) from exc
-            raise
-        try:
+             key: tuple[str, ...], progress: Progress | None) -> _Attempt:
+    """One attempt; raises ``_NotCommitted`` when it provably did not commit.
+
+    A lost connection leaves the ``borrow()`` block as the driver's error, so that the
+    session sees it (its state, its pool), and is judged here after.
+    """
+    state = _Attempt()
+    conn: psycopg.Connection | None = None
+    try:
+        with borrow() as conn:
+            _run(conn, state, source, name, mode, key, progress)
+            state.committing = True
             conn.commit()
-        except psycopg.OperationalError as exc:
-            if not lost(conn, exc):
-                raise
-            commit_error = exc
-        else:
-            return encoder.rows, nbytes, where
+        return state
+    except psycopg.OperationalError as exc:
+        if conn is None or not lost(conn, exc):
+            raise
+        if not state.committing:  # COMMIT was never sent: PostgreSQL rolls the transaction back
+            raise _NotCommitted(exc, state.rows, state.consumed) from exc
+        commit_error = exc
     # Lost during COMMIT: the connection went back to its pool broken; ask another.
-    status = _status(borrow, xid, commit_error)
-    if status == "committed":
-        log.info("write's COMMIT answer was lost, but transaction %s committed", xid)
-        return encoder.rows, nbytes, where
-    raise _NotCommitted(commit_error, encoder.rows)
+    if _status(borrow, state, commit_error) == "committed":
+        log.info("write's COMMIT answer was lost, but transaction %s committed", state.xid)
+        return state
+    raise _NotCommitted(commit_error, state.rows, True)
 
 
-def _qualified(conn: psycopg.Connection, name: _table.TableName) -> str:
-    """The table just created, schema-qualified (for the status panel)."""
+def _run(conn: psycopg.Connection, state: _Attempt, source: Source, name: _table.TableName,
+         mode: str, key: tuple[str, ...], progress: Progress | None) -> None:
+    """Everything before COMMIT, on ``conn``, noting in ``state`` how far it got."""
+    state.xid, state.incarnation = conn.execute(_BEGIN).fetchone()
     info = _table.inspect(conn, name)
-    return str(info) if info is not None else str(name)
+    plan = _plan.plan(mode, name, info, source.schema, key)
+    state.created = plan.created or mode == "replace"
+    with conn.cursor() as cur:
+        for statement in plan.before:
+            cur.execute(statement)
+        state.target = info if info is not None else _created(conn, name)
+        encoder = Encoder(source.schema, plan.targets)
+        report = None if progress is None else (
+            lambda rows, nbytes: progress(rows, nbytes, source.rows))
+        state.consumed = True
+        try:
+            state.nbytes = copy_in(cur, plan.copy, encoder, source.batches(), report)
+        finally:
+            state.rows = encoder.rows
+        for statement in plan.after:
+            _run_after(cur, statement, info)
+
+
+def _created(conn: psycopg.Connection, name: _table.TableName) -> _table.TableName:
+    """The table just created, schema-qualified (for the status panel and the verification)."""
+    schema, table = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid = to_regclass(%s)", (name.identifier.as_string(conn),)).fetchone()
+    return _table.TableName(schema, table)
 
 
 def _run_after(cur: psycopg.Cursor, statement: sql.Composable, info: _table.TableInfo | None) -> None:
@@ -144,18 +191,32 @@ def _run_after(cur: psycopg.Cursor, statement: sql.Composable, info: _table.Tabl
             "(TRUNCATE) and use mode='append'. Nothing was written.") from exc
 
 
-def _status(borrow: Borrow, xid: str, cause: BaseException) -> str:
-    """``pg_xact_status(xid)`` once settled ("committed" or "aborted"); CommitUncertain if unknown."""
+def _status(borrow: Borrow, state: _Attempt, cause: BaseException) -> str:
+    """Whether the transaction committed ("committed" or "aborted"), once known; CommitUncertain if not."""
+    xid = state.xid
     deadline = time.monotonic() + IN_PROGRESS_GRACE
     terminated = False
     try:
         while True:
             with borrow() as conn:
-                row = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()
-                status = row[0] if row else None
+                try:
+                    status, incarnation = conn.execute(_STATUS, (xid,)).fetchone()
+                except psycopg.errors.InvalidParameterValue:  # in the future: no WAL of it survived
+                    conn.rollback()  # a crash, so neither did a commit
+                    return "aborted"
+                if incarnation != state.incarnation:
+                    # Restarted: a commit of ours would have survived, and its id not been reused.
+                    if status != "committed":
+                        return "aborted"
+                    if _its_own(conn, state):
+                        return "committed"
+                    reason = ("the compute restarted since, and nothing in the table shows that "
+                              "'committed' is this write's transaction and not a later one given its id")
+                    break
                 if status in ("committed", "aborted"):
                     return status
                 if status is None:
+                    reason = "its status is no longer kept"
                     break
                 if time.monotonic() >= deadline and not terminated:
                     # Our own transaction, whose client is gone: end it, so that it settles.
@@ -163,16 +224,37 @@ def _status(borrow: Borrow, xid: str, cause: BaseException) -> str:
                                  "WHERE backend_xid = (%s::xid8)::xid", (xid,))
                     terminated, deadline = True, time.monotonic() + SETTLE_TIMEOUT
                 elif time.monotonic() >= deadline:
+                    reason = f"its status stayed {status!r}"
                     break
             time.sleep(0.05)
     except psycopg.OperationalError as exc:
         reason = f"its status could not be checked ({classify(exc).reason})"
-    else:
-        reason = f"its status stayed {status!r}"
     raise CommitUncertain(
         f"The connection was lost during the write's COMMIT ({classify(cause).reason}) and "
         f"{reason}, so the write may or may not have happened; it was not retried. Check with "
         f"SELECT pg_xact_status('{xid}') ('committed': the rows are there) before writing again.") from cause
+
+
+def _its_own(conn: psycopg.Connection, state: _Attempt) -> bool:
+    """Whether the table shows the write's transaction: its catalog row (a table the write made)
+    or a row of data (an existing table) carrying its id. No rows to show: nothing to tell apart."""
+    target = state.target
+    if target is None:
+        return False
+    if state.created:
+        query = sql.SQL("SELECT EXISTS (SELECT FROM pg_class WHERE oid = to_regclass({}) "
+                        "AND xmin = (%s::xid8)::xid)").format(sql.Literal(target.identifier.as_string(conn)))
+    elif state.rows == 0:
+        return True
+    else:
+        query = sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE xmin = (%s::xid8)::xid)").format(target.identifier)
+    try:
+        return bool(conn.execute(query, (state.xid,)).fetchone()[0])
+    except psycopg.OperationalError:
+        raise
+    except psycopg.Error:  # the table is gone or out of reach: no proof
+        conn.rollback()
+        return False
 
 
 def _interrupted(failed: _NotCommitted, *, retried: bool, replayable: bool) -> WriteInterrupted:
