@@ -89,18 +89,43 @@ class Encoder:
         try:
             value = repr(scalar.as_py())
         except (OverflowError, ValueError):  # past Python's datetime range
-            value = f"{scalar.value} ({scalar.type})"
+            raw = getattr(scalar, "value", None)  # a nested value holding one has none: its type
+            value = f"{raw} ({scalar.type})" if isinstance(raw, int) else f"of type {scalar.type}"
+        if len(value) > 200:  # a long list or struct: its start is enough to find it
+            value = value[:200] + "..."
         return UnrepresentableValue(
             f"column {name!r}, row {self.rows + row} (counting from 0): the value {value} "
             f"cannot be written into {self.targets[column].sql_type}: {reason}")
 
 
+_LISTS = frozenset(b"+=/%<")  # sources with an offsets buffer and a child (a map: its entries)
+
+
 def _column(array: pa.Array, target: Target) -> tuple:
-    """The extension's view of one column: (op, param, offset, validity, offsets, values)."""
+    """The extension's view of one column, its children's included (see ``_pgcopy_encode.c``):
+    (op, param, offset, validity, offsets, values, children, names, extra)."""
+    if isinstance(array, pa.ExtensionArray):
+        array = array.storage
+    code = target.op[0]
+    if code == ord("0"):  # the null type has no bitmap: every value NULL
+        validity = bytes((array.offset + len(array) + 7) // 8)
+        return (target.op, 0, array.offset, validity, None, b"")
     buffers = array.buffers()
     validity = buffers[0] if array.null_count else None
-    variable = target.op[:1] in (b"s", b"S")
-    offsets = buffers[1] if variable else None
-    values = buffers[2 if variable else 1]
+    offsets, values, children = None, buffers[1] if len(buffers) > 1 else None, ()
+    if code in b"sS":
+        offsets, values = buffers[1], buffers[2]
+    elif code in _LISTS:
+        offsets, values = buffers[1], buffers[2] if code in b"/%" else None
+        if code == ord("<"):
+            entries = array.values
+            children = tuple(_column(entries.field(k), t) for k, t in enumerate(target.children))
+        else:
+            children = (_column(array.values, target.children[0]),)
+    elif code == ord("#"):
+        values, children = None, (_column(array.values, target.children[0]),)
+    elif code == ord("{"):
+        values = None
+        children = tuple(_column(array.field(k), t) for k, t in enumerate(target.children))
     return (target.op, target.param, array.offset, validity, offsets,
-            b"" if values is None else values)
+            b"" if values is None else values, children, target.names, target.extra)

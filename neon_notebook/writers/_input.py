@@ -193,21 +193,67 @@ def _pandas(df: Any) -> Source:
 
 
 def _pandas_type(series: Any) -> pa.DataType:
-    """A column's Arrow type: from its dtype, or for Python objects from all its values."""
-    if series.dtype == object:
-        try:
-            return pa.infer_type(series.to_numpy(), from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise ConfigurationError(
-                f"column {str(series.name)!r} (dtype object) holds values of more than one kind ({exc}); "
-                "give the column one type (e.g. .astype('string'))") from None
-    return _pandas_column(series.iloc[:0]).type
+    """A column's Arrow type: from its dtype, or for Python objects from all its values.
+
+    Objects holding dicts (or lists of them) are JSON (``pa.json_()``, written as jsonb):
+    each value keeps exactly its own keys, which an Arrow struct (the union of every
+    dict's keys, NULL where one lacks a key) would not.
+    """
+    if series.dtype != object:
+        return _pandas_column(series.iloc[:0]).type
+    values = series.to_numpy()
+
+    def holds_dicts(arrow: pa.DataType) -> bool:
+        return pa.types.is_struct(arrow) or (hasattr(arrow, "value_type") and holds_dicts(arrow.value_type))
+    try:
+        inferred = pa.infer_type(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        if any(isinstance(v, dict) for v in values):
+            return pa.json_()
+        raise ConfigurationError(
+            f"column {str(series.name)!r} (dtype object) holds values of more than one kind ({exc}); "
+            "give the column one type (e.g. .astype('string'))") from None
+    return pa.json_() if holds_dicts(inferred) else inferred
 
 
 def _pandas_column(series: Any, arrow_type: pa.DataType | None = None) -> pa.Array:
-    """One column as Arrow: NULLs where pandas has them, NaN kept in numpy float columns."""
+    """One column as Arrow: NULLs where pandas has them, NaN kept in numpy float columns;
+    a JSON column's values as ``json.dumps`` gives them (NaN refused: JSON has none)."""
     import numpy as np
 
+    if isinstance(arrow_type, pa.JsonType):
+        import datetime as dt
+        import json
+        import uuid
+
+        import pandas as pd
+
+        from ..errors import UnrepresentableValue
+
+        def default(value: Any) -> Any:  # what json cannot encode by itself
+            if value is pd.NA or value is pd.NaT:
+                return None
+            if isinstance(value, np.generic):
+                return value.item()
+            if isinstance(value, (dt.date, dt.time)):
+                return value.isoformat()
+            if isinstance(value, uuid.UUID):
+                return str(value)
+            raise TypeError(f"a {type(value).__name__} has no exact JSON form; convert it first "
+                            "(a Decimal to str, bytes to hex or base64)")
+        texts = []
+        for label, value in series.items():
+            if pd.api.types.is_scalar(value) and pd.isna(value):
+                texts.append(None)
+                continue
+            try:
+                texts.append(json.dumps(value, ensure_ascii=False, allow_nan=False,
+                                        separators=(",", ":"), default=default))
+            except (TypeError, ValueError) as exc:
+                raise UnrepresentableValue(
+                    f"column {str(series.name)!r}, index {label!r}: the value {value!r:.200} cannot "
+                    f"be written as JSON: {exc}") from None
+        return pa.ExtensionArray.from_storage(arrow_type, pa.array(texts, pa.string()))
     dtype = series.dtype
     numpy_float = isinstance(dtype, np.dtype) and dtype.kind == "f"
     try:
