@@ -426,7 +426,7 @@ def test_json_is_exact_text(io, db):
         '"u": "00000000-0000-0000-0000-000000000007", "f4": 0.1}')
     assert rows[1] == (None, None, "null", False)  # SQL NULL struct; the JSON literal null
     assert '"l": [], "n": 0.000, "o": null, "s": "", "t": null' in rows[2][0] and rows[2][1] == "{}"
-    assert rows[3][1] == '{"\\"q\\"": -2}'
+    assert rows[3][1] == '{"\\"q\\"": -2.0}'  # a float stays a float in JSON
 
 
 # -- pandas and polars ----------------------------------------------------------------------------

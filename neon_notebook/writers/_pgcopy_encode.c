@@ -54,8 +54,9 @@
  *          timestamp, 'Z' a timestamp in UTC ("+00:00"), 'q' a time: ISO
  *          strings; 'w' a uuid string; 'y' JSON text as it is; '0' null.
  *          JSON: strings escaped ('"', '\\', control characters), Unicode as
- *          UTF-8; floats as the shortest text that reads back as the same
- *          value (NaN and infinities are errors); decimals with their scale.
+ *          UTF-8; floats as Python's repr writes them, the shortest text
+ *          that reads back as the same value (Grisu2; NaN and infinities
+ *          are errors); decimals with their scale.
  * Temporal values are scaled to microseconds exactly: s and ms multiply, ns
  * divides only when the value is a whole number of microseconds (else an error).
  *
@@ -350,20 +351,174 @@ static inline float half_to_float(uint16_t h) {
     return f;
 }
 
-/* The shortest decimal text that reads back as the same double (or float): the
- * fewest digits printf rounds it to that do (rarely one more than the shortest,
- * next to a power of two).  A normal value needs at least 15 (6) for its
- * shorter forms to come out as they are; a subnormal one is tried from 1. */
-static int shortest(double x, int single, char *buf) {
-    int n = 0;
-    int subnormal = x != 0 && fabs(x) < (single ? 1.1754943508222875e-38 : 2.2250738585072014e-308);
-    for (int prec = subnormal ? 1 : single ? 6 : 15; prec <= (single ? 9 : 17); prec++) {
-        n = snprintf(buf, 40, "%.*g", prec, x);
-        if (single ? strtof(buf, NULL) == (float)x : strtod(buf, NULL) == x) break;
+/* The shortest decimal digits that read back as the same double (or float):
+ * Grisu2 (F. Loitsch, "Printing floating-point numbers quickly and accurately
+ * with integers", 2010), as nlohmann/json's to_chars does it.  Always exact;
+ * the shortest but in about 1 case in 1,000 (then a digit or two more). */
+typedef struct {
+    uint64_t f;
+    int e;
+} DiyFp;
+
+static inline DiyFp diy_mul(DiyFp x, DiyFp y) {  /* the product's upper 64 bits, rounded */
+    u128 p = (u128)x.f * y.f;
+    uint64_t h = (uint64_t)(p >> 64), l = (uint64_t)p;
+    DiyFp r = {h + (l >> 63), x.e + y.e + 64};
+    return r;
+}
+
+static inline DiyFp diy_normalize(DiyFp x) {
+    int shift = __builtin_clzll(x.f);
+    DiyFp r = {x.f << shift, x.e - shift};
+    return r;
+}
+
+/* Normalized 10^k, k = -300, -292, ..., 324 (generated with exact rationals, rounded to nearest). */
+static const struct { uint64_t f; int e, k; } POWERS[79] = {
+    {0xAB70FE17C79AC6CAULL, -1060, -300}, {0xFF77B1FCBEBCDC4FULL, -1034, -292},
+    {0xBE5691EF416BD60CULL, -1007, -284}, {0x8DD01FAD907FFC3CULL, -980, -276},
+    {0xD3515C2831559A83ULL, -954, -268}, {0x9D71AC8FADA6C9B5ULL, -927, -260},
+    {0xEA9C227723EE8BCBULL, -901, -252}, {0xAECC49914078536DULL, -874, -244},
+    {0x823C12795DB6CE57ULL, -847, -236}, {0xC21094364DFB5637ULL, -821, -228},
+    {0x9096EA6F3848984FULL, -794, -220}, {0xD77485CB25823AC7ULL, -768, -212},
+    {0xA086CFCD97BF97F4ULL, -741, -204}, {0xEF340A98172AACE5ULL, -715, -196},
+    {0xB23867FB2A35B28EULL, -688, -188}, {0x84C8D4DFD2C63F3BULL, -661, -180},
+    {0xC5DD44271AD3CDBAULL, -635, -172}, {0x936B9FCEBB25C996ULL, -608, -164},
+    {0xDBAC6C247D62A584ULL, -582, -156}, {0xA3AB66580D5FDAF6ULL, -555, -148},
+    {0xF3E2F893DEC3F126ULL, -529, -140}, {0xB5B5ADA8AAFF80B8ULL, -502, -132},
+    {0x87625F056C7C4A8BULL, -475, -124}, {0xC9BCFF6034C13053ULL, -449, -116},
+    {0x964E858C91BA2655ULL, -422, -108}, {0xDFF9772470297EBDULL, -396, -100},
+    {0xA6DFBD9FB8E5B88FULL, -369, -92}, {0xF8A95FCF88747D94ULL, -343, -84},
+    {0xB94470938FA89BCFULL, -316, -76}, {0x8A08F0F8BF0F156BULL, -289, -68},
+    {0xCDB02555653131B6ULL, -263, -60}, {0x993FE2C6D07B7FACULL, -236, -52},
+    {0xE45C10C42A2B3B06ULL, -210, -44}, {0xAA242499697392D3ULL, -183, -36},
+    {0xFD87B5F28300CA0EULL, -157, -28}, {0xBCE5086492111AEBULL, -130, -20},
+    {0x8CBCCC096F5088CCULL, -103, -12}, {0xD1B71758E219652CULL, -77, -4},
+    {0x9C40000000000000ULL, -50, 4}, {0xE8D4A51000000000ULL, -24, 12},
+    {0xAD78EBC5AC620000ULL, 3, 20}, {0x813F3978F8940984ULL, 30, 28},
+    {0xC097CE7BC90715B3ULL, 56, 36}, {0x8F7E32CE7BEA5C70ULL, 83, 44},
+    {0xD5D238A4ABE98068ULL, 109, 52}, {0x9F4F2726179A2245ULL, 136, 60},
+    {0xED63A231D4C4FB27ULL, 162, 68}, {0xB0DE65388CC8ADA8ULL, 189, 76},
+    {0x83C7088E1AAB65DBULL, 216, 84}, {0xC45D1DF942711D9AULL, 242, 92},
+    {0x924D692CA61BE758ULL, 269, 100}, {0xDA01EE641A708DEAULL, 295, 108},
+    {0xA26DA3999AEF774AULL, 322, 116}, {0xF209787BB47D6B85ULL, 348, 124},
+    {0xB454E4A179DD1877ULL, 375, 132}, {0x865B86925B9BC5C2ULL, 402, 140},
+    {0xC83553C5C8965D3DULL, 428, 148}, {0x952AB45CFA97A0B3ULL, 455, 156},
+    {0xDE469FBD99A05FE3ULL, 481, 164}, {0xA59BC234DB398C25ULL, 508, 172},
+    {0xF6C69A72A3989F5CULL, 534, 180}, {0xB7DCBF5354E9BECEULL, 561, 188},
+    {0x88FCF317F22241E2ULL, 588, 196}, {0xCC20CE9BD35C78A5ULL, 614, 204},
+    {0x98165AF37B2153DFULL, 641, 212}, {0xE2A0B5DC971F303AULL, 667, 220},
+    {0xA8D9D1535CE3B396ULL, 694, 228}, {0xFB9B7CD9A4A7443CULL, 720, 236},
+    {0xBB764C4CA7A44410ULL, 747, 244}, {0x8BAB8EEFB6409C1AULL, 774, 252},
+    {0xD01FEF10A657842CULL, 800, 260}, {0x9B10A4E5E9913129ULL, 827, 268},
+    {0xE7109BFBA19C0C9DULL, 853, 276}, {0xAC2820D9623BF429ULL, 880, 284},
+    {0x80444B5E7AA7CF85ULL, 907, 292}, {0xBF21E44003ACDD2DULL, 933, 300},
+    {0x8E679C2F5E44FF8FULL, 960, 308}, {0xD433179D9C8CB841ULL, 986, 316},
+    {0x9E19DB92B4E31BA9ULL, 1013, 324},
+};
+
+static void grisu2(DiyFp m_minus, DiyFp v, DiyFp m_plus, char *buf, int *len, int *k10) {
+    /* a power c = 10^-k with alpha <= e(c * w) <= gamma (-60, -32) */
+    int f = -60 - m_plus.e - 1;
+    int k = (f * 78913) / (1 << 18) + (f > 0);
+    int index = (300 + k + 7) / 8;
+    DiyFp c = {POWERS[index].f, POWERS[index].e};
+    DiyFp w = diy_mul(v, c), lo = diy_mul(m_minus, c), hi = diy_mul(m_plus, c);
+    lo.f += 1;  /* the unsafe interval, narrowed by the multiplications' error */
+    hi.f -= 1;
+    int exponent = -POWERS[index].k;
+    uint64_t delta = hi.f - lo.f, dist = hi.f - w.f;
+    int one_e = -hi.e;
+    uint64_t one_f = (uint64_t)1 << one_e;
+    uint32_t p1 = (uint32_t)(hi.f >> one_e);
+    uint64_t p2 = hi.f & (one_f - 1), rest, ten;
+    uint32_t pow10 = 1000000000;
+    int n = 10;
+    while (n > 1 && p1 < pow10) { pow10 /= 10; n--; }
+    *len = 0;
+    for (;;) {  /* integral digits */
+        if (n <= 0) break;
+        uint32_t d = p1 / pow10;
+        p1 %= pow10;
+        buf[(*len)++] = (char)('0' + d);
+        n--;
+        rest = ((uint64_t)p1 << one_e) + p2;
+        if (rest <= delta) {
+            exponent += n;
+            ten = (uint64_t)pow10 << one_e;
+            goto round;
+        }
+        pow10 /= 10;
     }
-    for (int k = 0; k < n; k++)  /* a locale's decimal comma -> JSON's point */
-        if (!strchr("0123456789eE+-", buf[k])) buf[k] = '.';
-    return n;
+    for (;;) {  /* fractional digits */
+        p2 *= 10;
+        buf[(*len)++] = (char)('0' + (p2 >> one_e));
+        p2 &= one_f - 1;
+        exponent--;
+        delta *= 10;
+        dist *= 10;
+        if (p2 <= delta) break;
+    }
+    rest = p2;
+    ten = one_f;
+round:  /* the digits closest to w in the interval */
+    while (rest < dist && delta - rest >= ten && (rest + ten < dist || dist - rest > rest + ten - dist)) {
+        buf[*len - 1]--;
+        rest += ten;
+    }
+    *k10 = exponent;
+}
+
+/* x (finite) as Python's repr writes a float: 0.1, 100.0, 1e-05, 1.5e+300; with
+ * single, the shortest text of the float32 value. */
+static int shortest(double x, int single, char *out) {
+    char digits[24];
+    int len, k10, n = 0;
+    if (signbit(x)) { out[n++] = '-'; x = -x; }
+    if (x == 0) { memcpy(out + n, "0.0", 3); return n + 3; }
+    uint64_t F;
+    int E, bias, precision = single ? 24 : 53;
+    if (single) {
+        float y = (float)x;
+        uint32_t bits;
+        memcpy(&bits, &y, 4);
+        F = bits & 0x7fffff; E = bits >> 23; bias = 127 + 23;
+    } else {
+        uint64_t bits;
+        memcpy(&bits, &x, 8);
+        F = bits & 0xfffffffffffffULL; E = (int)(bits >> 52); bias = 1023 + 52;
+    }
+    uint64_t hidden = (uint64_t)1 << (precision - 1);
+    DiyFp v = E ? (DiyFp){F + hidden, E - bias} : (DiyFp){F, 1 - bias};
+    int closer = F == 0 && E > 1;  /* the lower neighbour is nearer (a power of two) */
+    DiyFp plus = diy_normalize((DiyFp){2 * v.f + 1, v.e - 1});
+    DiyFp minus = closer ? (DiyFp){4 * v.f - 1, v.e - 2} : (DiyFp){2 * v.f - 1, v.e - 1};
+    minus.f <<= minus.e - plus.e;
+    minus.e = plus.e;
+    grisu2(minus, diy_normalize(v), plus, digits, &len, &k10);
+    int point = len + k10;  /* digits[0] is at 10^(point - 1) */
+    if (point > -4 && point <= 16) {
+        if (point <= 0) {
+            memcpy(out + n, "0.", 2); n += 2;
+            for (int z = point; z < 0; z++) out[n++] = '0';
+            memcpy(out + n, digits, len); n += len;
+        } else if (point >= len) {
+            memcpy(out + n, digits, len); n += len;
+            for (int z = len; z < point; z++) out[n++] = '0';
+            memcpy(out + n, ".0", 2); n += 2;
+        } else {
+            memcpy(out + n, digits, point); n += point;
+            out[n++] = '.';
+            memcpy(out + n, digits + point, len - point); n += len - point;
+        }
+        return n;
+    }
+    out[n++] = digits[0];
+    if (len > 1) {
+        out[n++] = '.';
+        memcpy(out + n, digits + 1, len - 1); n += len - 1;
+    }
+    return n + snprintf(out + n, 8, "e%c%02d", point - 1 < 0 ? '-' : '+', abs(point - 1));
 }
 
 /* -- strings, uuids, dates --------------------------------------------------------- */
@@ -525,8 +680,8 @@ static inline void list_range(const Col *c, int64_t i, int64_t *start, int64_t *
 
 /* -- JSON -------------------------------------------------------------------------- */
 
-static inline __attribute__((always_inline)) int64_t value_size(const Col *c, int64_t i, Failure *f);
-static inline __attribute__((always_inline)) int64_t write_value(const Col *c, int64_t i, unsigned char *p);
+static int64_t value_size(const Col *c, int64_t i, Failure *f);
+static int64_t write_value(const Col *c, int64_t i, unsigned char *p);
 static int render(const Col *c, int64_t i, Out *o, Failure *f);
 
 /* Whether a column's values are rendered once into its Out (arrays, JSON of non-strings). */
@@ -780,25 +935,13 @@ static int render(const Col *c, int64_t i, Out *o, Failure *f) {
     return json(c, i, c->dst == 'J', o, f);
 }
 
-/* Bytes the value takes on the wire (after its length word), or -1 with f set. */
-static inline __attribute__((always_inline)) int64_t value_size(const Col *c, int64_t i, Failure *f) {
+/* value_size of the targets beyond the common scalars (kept out of line: those stay fast). */
+static __attribute__((noinline)) int64_t other_size(const Col *c, int64_t i, Failure *f) {
     i128 v;
     const char *why = NULL;
     switch (c->dst) {
-    case '?': return 1;
-    case '2': case '4': case '8': {
-        v = integer(c, i);
-        i128 lo = c->dst == '2' ? INT16_MIN : c->dst == '4' ? INT32_MIN : INT64_MIN;
-        i128 hi = c->dst == '2' ? INT16_MAX : c->dst == '4' ? INT32_MAX : INT64_MAX;
-        if (v < lo || v > hi) {
-            why = c->dst == '2' ? "out of range for smallint (int2)"
-                : c->dst == '4' ? "out of range for integer (int4)" : "out of range for bigint (int8)";
-            break;
-        }
-        return c->dst - '0';
-    }
-    case 'f': case 'h': return 4;
-    case 'F': case 'E': return 8;
+    case 'h': return 4;
+    case 'E': return 8;
     case 'g': case 'G': {
         i128 limit = c->dst == 'g' ? (i128)1 << 24 : (i128)1 << 53;
         v = integer(c, i);
@@ -809,43 +952,17 @@ static inline __attribute__((always_inline)) int64_t value_size(const Col *c, in
         }
         return c->dst == 'g' ? 4 : 8;
     }
-    case 'y': {
-        int64_t len;
-        if (c->src == 's') {
-            const int32_t *o = (const int32_t *)c->offsets;
-            len = (int64_t)o[i + 1] - o[i];
-        } else {
-            const int64_t *o = (const int64_t *)c->offsets;
-            len = o[i + 1] - o[i];
-        }
-        if (len > MAX_VALUE) { why = "longer than PostgreSQL's 1 GB limit for one value"; break; }
-        return len;
-    }
-    case 'D':
-        v = integer(c, i) - POSTGRES_EPOCH_DAYS;
-        if (v < INT32_MIN || v > INT32_MAX) { why = "a date out of PostgreSQL's range"; break; }
-        return 4;
     case 'M':
         v = integer(c, i);
         if (v % 86400000) { why = "a date64 value that is not a whole number of days"; break; }
         v = v / 86400000 - POSTGRES_EPOCH_DAYS;
         if (v < INT32_MIN || v > INT32_MAX) { why = "a date out of PostgreSQL's range"; break; }
         return 4;
-    case 'T': case 't': case 'I':
-        if ((why = micros(c, i, &v))) break;
-        if (c->dst == 'T') v -= POSTGRES_EPOCH_US;
-        if (v < INT64_MIN || v > INT64_MAX) { why = "a time value out of PostgreSQL's range"; break; }
-        return c->dst == 'I' ? 16 : 8;
     case 'R': {
         int64_t ns;
         memcpy(&ns, c->values + 16 * i + 8, 8);
         if (ns % 1000) { why = NOT_WHOLE_US; break; }
         return 16;
-    }
-    case 'N': {
-        Numeric n;
-        to_numeric(integer(c, i), c->param, &n);
-        return 8 + 2 * n.ndigits;
     }
     case 'W': {
         unsigned char d[80];
@@ -874,29 +991,61 @@ static inline __attribute__((always_inline)) int64_t value_size(const Col *c, in
     return -1;
 }
 
-/* Writes the value (its size was checked by value_size); returns the bytes written. */
-static inline __attribute__((always_inline)) int64_t write_value(const Col *c, int64_t i, unsigned char *p) {
-    i128 v = 0;
+/* Bytes the value takes on the wire (after its length word), or -1 with f set. */
+static int64_t value_size(const Col *c, int64_t i, Failure *f) {
+    i128 v;
+    const char *why = NULL;
     switch (c->dst) {
-    case '?':
-        *p = bit(c->values, i);
-        return 1;
-    case '2': wr16(p, (uint16_t)integer(c, i)); return 2;
-    case '4': wr32(p, (uint32_t)integer(c, i)); return 4;
-    case '8': wr64(p, (uint64_t)integer(c, i)); return 8;
-    case 'f': {
-        uint32_t bits;
-        memcpy(&bits, c->values + 4 * i, 4);
-        wr32(p, bits);
+    case '?': return 1;
+    case '2': case '4': case '8': {
+        v = integer(c, i);
+        i128 lo = c->dst == '2' ? INT16_MIN : c->dst == '4' ? INT32_MIN : INT64_MIN;
+        i128 hi = c->dst == '2' ? INT16_MAX : c->dst == '4' ? INT32_MAX : INT64_MAX;
+        if (v < lo || v > hi) {
+            why = c->dst == '2' ? "out of range for smallint (int2)"
+                : c->dst == '4' ? "out of range for integer (int4)" : "out of range for bigint (int8)";
+            break;
+        }
+        return c->dst - '0';
+    }
+    case 'f': return 4;
+    case 'F': return 8;
+    case 'y': {
+        int64_t len;
+        if (c->src == 's') {
+            const int32_t *o = (const int32_t *)c->offsets;
+            len = (int64_t)o[i + 1] - o[i];
+        } else {
+            const int64_t *o = (const int64_t *)c->offsets;
+            len = o[i + 1] - o[i];
+        }
+        if (len > MAX_VALUE) { why = "longer than PostgreSQL's 1 GB limit for one value"; break; }
+        return len;
+    }
+    case 'D':
+        v = integer(c, i) - POSTGRES_EPOCH_DAYS;
+        if (v < INT32_MIN || v > INT32_MAX) { why = "a date out of PostgreSQL's range"; break; }
         return 4;
+    case 'T': case 't': case 'I':
+        if ((why = micros(c, i, &v))) break;
+        if (c->dst == 'T') v -= POSTGRES_EPOCH_US;
+        if (v < INT64_MIN || v > INT64_MAX) { why = "a time value out of PostgreSQL's range"; break; }
+        return c->dst == 'I' ? 16 : 8;
+    case 'N': {
+        Numeric n;
+        to_numeric(integer(c, i), c->param, &n);
+        return 8 + 2 * n.ndigits;
     }
-    case 'F': {
-        double x = c->src == 'f' ? (double)((const float *)c->values)[i] : ((const double *)c->values)[i];
-        uint64_t bits;
-        memcpy(&bits, &x, 8);
-        wr64(p, bits);
-        return 8;
+    default: return other_size(c, i, f);
     }
+    f->row = i;
+    f->reason = why;
+    return -1;
+}
+
+/* write_value of the targets other_size sizes. */
+static __attribute__((noinline)) int64_t other_write(const Col *c, int64_t i, unsigned char *p) {
+    switch (c->dst) {
     case 'h': case 'g': {
         float x = c->dst == 'h' ? half_to_float(((const uint16_t *)c->values)[i]) : (float)integer(c, i);
         uint32_t bits;
@@ -912,30 +1061,7 @@ static inline __attribute__((always_inline)) int64_t write_value(const Col *c, i
         wr64(p, bits);
         return 8;
     }
-    case 'y': {
-        int64_t start, len;
-        if (c->src == 's') {
-            const int32_t *o = (const int32_t *)c->offsets;
-            start = o[i]; len = (int64_t)o[i + 1] - o[i];
-        } else {
-            const int64_t *o = (const int64_t *)c->offsets;
-            start = o[i]; len = o[i + 1] - o[i];
-        }
-        memcpy(p, c->values + start, len);
-        return len;
-    }
-    case 'D': wr32(p, (uint32_t)(int32_t)(integer(c, i) - POSTGRES_EPOCH_DAYS)); return 4;
     case 'M': wr32(p, (uint32_t)(int32_t)(integer(c, i) / 86400000 - POSTGRES_EPOCH_DAYS)); return 4;
-    case 'T': case 't':
-        micros(c, i, &v);
-        if (c->dst == 'T') v -= POSTGRES_EPOCH_US;
-        wr64(p, (uint64_t)(int64_t)v);
-        return 8;
-    case 'I':  /* time (us), days, months: a duration is all time */
-        micros(c, i, &v);
-        wr64(p, (uint64_t)(int64_t)v);
-        memset(p + 8, 0, 8);
-        return 16;
     case 'R': {  /* month_day_nano: int32 months, int32 days, int64 ns */
         int32_t months, days;
         int64_t ns;
@@ -946,14 +1072,6 @@ static inline __attribute__((always_inline)) int64_t write_value(const Col *c, i
         wr32(p + 8, (uint32_t)days);
         wr32(p + 12, (uint32_t)months);
         return 16;
-    }
-    case 'N': {
-        Numeric n;
-        int scale = c->param;
-        to_numeric(integer(c, i), scale, &n);
-        wr16(p, n.ndigits); wr16(p + 2, (uint16_t)n.weight); wr16(p + 4, n.sign); wr16(p + 6, scale);
-        for (int k = 0; k < n.ndigits; k++) wr16(p + 8 + 2 * k, n.groups[k]);
-        return 8 + 2 * n.ndigits;
     }
     case 'W': {
         unsigned char d[80];
@@ -981,8 +1099,93 @@ static inline __attribute__((always_inline)) int64_t write_value(const Col *c, i
     }
 }
 
-/* First pass: the rows [start, *next) that fit max_bytes (at least one) and their size. */
-static int measure(const Col *cols, int ncols, int64_t start, int64_t stop, int64_t max_bytes,
+/* Writes the value (its size was checked by value_size); returns the bytes written. */
+static int64_t write_value(const Col *c, int64_t i, unsigned char *p) {
+    i128 v = 0;
+    switch (c->dst) {
+    case '?':
+        *p = bit(c->values, i);
+        return 1;
+    case '2': wr16(p, (uint16_t)integer(c, i)); return 2;
+    case '4': wr32(p, (uint32_t)integer(c, i)); return 4;
+    case '8': wr64(p, (uint64_t)integer(c, i)); return 8;
+    case 'f': {
+        uint32_t bits;
+        memcpy(&bits, c->values + 4 * i, 4);
+        wr32(p, bits);
+        return 4;
+    }
+    case 'F': {
+        double x = c->src == 'f' ? (double)((const float *)c->values)[i] : ((const double *)c->values)[i];
+        uint64_t bits;
+        memcpy(&bits, &x, 8);
+        wr64(p, bits);
+        return 8;
+    }
+    case 'y': {
+        int64_t start, len;
+        if (c->src == 's') {
+            const int32_t *o = (const int32_t *)c->offsets;
+            start = o[i]; len = (int64_t)o[i + 1] - o[i];
+        } else {
+            const int64_t *o = (const int64_t *)c->offsets;
+            start = o[i]; len = o[i + 1] - o[i];
+        }
+        memcpy(p, c->values + start, len);
+        return len;
+    }
+    case 'D': wr32(p, (uint32_t)(int32_t)(integer(c, i) - POSTGRES_EPOCH_DAYS)); return 4;
+    case 'T': case 't':
+        micros(c, i, &v);
+        if (c->dst == 'T') v -= POSTGRES_EPOCH_US;
+        wr64(p, (uint64_t)(int64_t)v);
+        return 8;
+    case 'I':  /* time (us), days, months: a duration is all time */
+        micros(c, i, &v);
+        wr64(p, (uint64_t)(int64_t)v);
+        memset(p + 8, 0, 8);
+        return 16;
+    case 'N': {
+        Numeric n;
+        int scale = c->param;
+        to_numeric(integer(c, i), scale, &n);
+        wr16(p, n.ndigits); wr16(p + 2, (uint16_t)n.weight); wr16(p + 4, n.sign); wr16(p + 6, scale);
+        for (int k = 0; k < n.ndigits; k++) wr16(p + 8 + 2 * k, n.groups[k]);
+        return 8 + 2 * n.ndigits;
+    }
+    default: return other_write(c, i, p);
+    }
+}
+
+/* Renders value i of an array or JSON column after its length word into the column's Out;
+ * returns its size, or -1 with f set. */
+static __attribute__((noinline)) int64_t rendered_size(const Col *col, int64_t i, Failure *f) {
+    Out *o = col->out;
+    int64_t at = o->n, n;
+    put32(o, 0);
+    if (render(col, i, o, f)) return -1;
+    if (o->failed) { f->reason = "out of memory"; return -1; }
+    if ((n = o->n - at - 4) > MAX_VALUE) {
+        f->reason = "longer than PostgreSQL's 1 GB limit for one value";
+        return -1;
+    }
+    patch(o, at);
+    return n;
+}
+
+/* Second pass's copy of a rendered value (length word and bytes); returns the bytes copied. */
+static __attribute__((noinline)) int64_t copy_rendered(const Col *col, unsigned char *p) {
+    Out *o = col->out;
+    const unsigned char *q = o->p + o->pos;
+    int64_t n = 4 + ((int64_t)q[0] << 24 | q[1] << 16 | q[2] << 8 | q[3]);
+    memcpy(p, q, n);
+    o->pos += n;
+    return n;
+}
+
+/* First pass: the rows [start, *next) that fit max_bytes (at least one) and their size.
+ * (measure and fill are compiled apart from encode: their loops come out faster.) */
+static __attribute__((noinline)) int measure(const Col *cols, int ncols, int64_t start, int64_t stop, int64_t max_bytes,
                    int64_t *next, int64_t *size, Failure *f) {
     int64_t total = 0, r;
     for (r = start; r < stop; r++) {
@@ -992,21 +1195,7 @@ static int measure(const Col *cols, int ncols, int64_t start, int64_t stop, int6
             int64_t i = col->offset + r;
             row += 4;
             if (col->validity && !bit(col->validity, i)) continue;
-            int64_t n;
-            if (col->out) {
-                Out *o = col->out;
-                int64_t at = o->n;
-                put32(o, 0);
-                if (render(col, i, o, f)) n = -1;
-                else if (o->failed) { n = -1; f->reason = "out of memory"; }
-                else if ((n = o->n - at - 4) > MAX_VALUE) {
-                    n = -1;
-                    f->reason = "longer than PostgreSQL's 1 GB limit for one value";
-                }
-                if (n >= 0) patch(o, at);
-            } else {
-                n = value_size(col, i, f);
-            }
+            int64_t n = __builtin_expect(col->out != NULL, 0) ? rendered_size(col, i, f) : value_size(col, i, f);
             if (n < 0) { f->column = c; f->row = r; return -1; }
             row += n;
         }
@@ -1019,7 +1208,7 @@ static int measure(const Col *cols, int ncols, int64_t start, int64_t stop, int6
 }
 
 /* Second pass: fills the block measure() sized. */
-static void fill(const Col *cols, int ncols, int64_t start, int64_t next, unsigned char *p) {
+static __attribute__((noinline)) void fill(const Col *cols, int ncols, int64_t start, int64_t next, unsigned char *p) {
     for (int64_t r = start; r < next; r++) {
         wr16(p, (uint16_t)ncols);
         p += 2;
@@ -1031,13 +1220,8 @@ static void fill(const Col *cols, int ncols, int64_t start, int64_t next, unsign
                 p += 4;
                 continue;
             }
-            if (col->out) {  /* rendered by measure(): length word and bytes */
-                Out *o = col->out;
-                const unsigned char *q = o->p + o->pos;
-                int64_t n = 4 + ((int64_t)q[0] << 24 | q[1] << 16 | q[2] << 8 | q[3]);
-                memcpy(p, q, n);
-                o->pos += n;
-                p += n;
+            if (__builtin_expect(col->out != NULL, 0)) {  /* rendered by measure() */
+                p += copy_rendered(col, p);
                 continue;
             }
             int64_t n = write_value(col, i, p + 4);
