@@ -767,3 +767,25 @@ def test_reader_tags_make_json_and_uuid_columns_again(io):
     io.write(data, copy, mode="create")
     assert io.types(copy) == {"k": "integer", "j": "jsonb", "t": "json", "u": "uuid", "a": "integer[]"}
     assert snapshot(io, copy) == snapshot(io, source)
+
+
+def test_pandas_float_ints_go_into_integer_columns_whole_numbers_only(io):
+    """pandas' ints with missing values are float64 with NaN: into an existing integer column
+    whole numbers are written (NaN as NULL), a fraction, an infinity or a value past the
+    column's range is an error naming column and row, and nothing is written."""
+    import numpy as np
+
+    name = io.name("float_ints")
+    io.db.execute(sql.SQL("CREATE TABLE {} (k int2, a int4, b int8)").format(sql.Identifier(SCHEMA, name)))
+    frame = pd.DataFrame({"k": [1.0, 2.0, 3.0], "a": [7.0, np.nan, -2.0 ** 31],
+                          "b": np.array([2.0 ** 53, 0.0, np.nan], dtype="float32")})
+    assert io.write(frame, name) == 3
+    assert io.stored(name, ["k", "a", "b"]) == [(1, 7, 2 ** 53), (2, None, 0), (3, -2 ** 31, None)]
+    for column, value, reason in (("a", 1.5, "whole numbers"), ("a", np.inf, "whole numbers"),
+                                  ("a", 2.0 ** 31, "out of range"), ("k", 2.0 ** 15, "out of range"),
+                                  ("b", 2.0 ** 63, "whole numbers")):
+        bad = pd.DataFrame({"k": [4.0, 5.0], "a": [1.0, 1.0], "b": [1.0, 1.0]})
+        bad.loc[1, column] = value
+        with pytest.raises(UnrepresentableValue, match=f"column '{column}', row 1 .*{reason}"):
+            io.write(bad, name)
+    assert len(io.stored(name, ["k"])) == 3

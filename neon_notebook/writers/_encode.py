@@ -63,7 +63,7 @@ class Encoder:
         if not batch.schema.equals(self.schema):
             raise ConfigurationError(
                 f"a batch's schema differs from the encoder's: {batch.schema} vs {self.schema}")
-        arrays = [self._prepared(batch.column(i), t) for i, t in enumerate(self.targets)]
+        arrays = [self._prepared(i, batch.column(i), t) for i, t in enumerate(self.targets)]
         columns = [_column(array, t) for array, t in zip(arrays, self.targets)]
         start, stop = 0, batch.num_rows
         while start < stop:
@@ -75,13 +75,28 @@ class Encoder:
             start = start_next
             yield block
 
-    @staticmethod
-    def _prepared(array: pa.Array, target: Target) -> pa.Array:
+    def _prepared(self, column: int, array: pa.Array, target: Target) -> pa.Array:
+        if target.whole:
+            return self._whole_numbers(column, array, target)
         if target.cast is None:
             return array
         if pa.types.is_dictionary(array.type):
             array = array.dictionary_decode()
         return array.cast(target.cast)
+
+    def _whole_numbers(self, column: int, array: pa.Array, target: Target) -> pa.Array:
+        """A float column as int64 for an integer column: NaN becomes NULL, anything but a whole
+        number within int64 is an error naming its row (the encoder then checks the column's range)."""
+        import pyarrow.compute as pc
+
+        array = array.cast(pa.float64())
+        array = pc.if_else(pc.is_nan(array), pa.scalar(None, pa.float64()), array)
+        bad = pc.or_(pc.not_equal(pc.floor(array), array), pc.greater_equal(pc.abs(array), 2.0 ** 63))
+        if pc.any(bad).as_py():
+            row = pc.index(bad, True).as_py()
+            raise self._error([array if i == column else None for i in range(column + 1)], column, row,
+                              "an integer column takes whole numbers only")
+        return array.cast(pa.int64())
 
     def _error(self, arrays: list[pa.Array], column: int, row: int, reason: str) -> UnrepresentableValue:
         name = self.schema.field(column).name

@@ -87,6 +87,7 @@ class Target:
     children: tuple[Target, ...] = ()  # a list's element, a struct's fields, a map's key and value
     names: tuple[bytes, ...] = ()     # a struct's fields as JSON keys: b'"name":'
     extra: int = 0                    # an array's element type OID
+    whole: bool = False               # floats into an integer column: whole numbers, NaN as NULL
 
 
 def _plain(arrow: pa.DataType) -> pa.DataType:
@@ -231,6 +232,10 @@ def _target(label: str, arrow: pa.DataType, oid: int, typmod: int, type_name: st
             return replace(root, oid=oid, sql_type=pg, op=root.op[:1] + (b"J" if oid == JSONB else b"j"))
     elif kind == "int":
         wire = _INT_WIRE.get(oid)
+    elif kind == "float" and oid in (INT2, INT4, INT8):
+        # pandas' ints with missing values are float64 with NaN: whole numbers go into the
+        # integer column (range checked), NaN as NULL; a fraction or an infinity is an error.
+        return Target(oid, pg, ("l" + _INT_WIRE[oid]).encode(), cast=pa.int64(), typmod=typmod, whole=True)
     elif kind == "float":
         wire = _FLOAT_WIRE.get((code, oid))
     elif kind == "decimal" and oid == NUMERIC:

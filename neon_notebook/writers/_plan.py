@@ -204,4 +204,5 @@ def _targets(info: TableInfo, schema: pa.Schema, key: Sequence[str]) -> list[Tar
             f"mode='upsert' with key={list(key)}: table {info} has no primary key or unique "
             f"constraint on exactly these columns (its unique keys: {keys}; partial, deferrable "
             f"and expression indexes do not count); ON CONFLICT needs one. Add it with {add}")
-    return [_pgtypes.target(f, by_name[f.name].type_oid, by_name[f.name].typmod) for f in schema]
+    return [_pgtypes.target(f, by_name[f.name].type_oid, by_name[f.name].typmod, by_name[f.name].sql_type)
+            for f in schema]
