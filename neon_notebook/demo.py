@@ -88,6 +88,15 @@ def run(*, suspend_after: float = 3.0, activation_delay: float | tuple[float, fl
             by_airline = session.read_pandas(CARRIER_DELAYS)
             out(by_airline.head(8).to_string(index=False))
 
+            step("Writing the JFK flights back as a table of their own (binary COPY, one transaction)")
+            t = time.perf_counter()
+            written = session.write(jfk, "jfk_flights", mode="replace")
+            timings["write"] = time.perf_counter() - t
+            back = session.read_polars("select * from jfk_flights")
+            same = back.sort(back.columns, nulls_last=True).equals(jfk.sort(jfk.columns, nulls_last=True))
+            out(f"wrote {written:,} rows in {timings['write']:.2f} s ({written / timings['write']:,.0f} rows/s); "
+                f"read back, the same rows and types: {same}")
+
             step("What happened")
             status = compute.status()
             out(f"compute: {status['wakes']} wakes, {status['suspensions']} suspension, "

@@ -21,6 +21,7 @@ def test_demo_command_runs_end_to_end():
     assert "pandas: 336,776 rows x 19 columns" in out
     assert "8,255 flights without a departure" in out
     assert "111,279 JFK departures" in out
+    assert re.search(r"wrote 111,279 rows in .*read back, the same rows and types: True", out)
     assert re.search(r"compute: 2 wakes, 1 suspension", out)
     assert "state=suspended" in out and "answered after" in out
     assert not re.search(r"://[^/\s@]*:[^/\s@]*@", out)  # no URL with credentials printed
