@@ -206,7 +206,7 @@ def test_pandas_numpy_and_nullable_dtypes(db, write, endpoint):
         "i64": np.array([1, -2, 3], dtype="int64"),
         "i16": np.array([1, 2, 3], dtype="int16"),
         "u8": np.array([0, 255, 7], dtype="uint8"),
-        "f64": [1.5, np.nan, -0.0],              # numpy float: NaN is a value, not NULL
+        "f64": [1.5, np.nan, -0.0],              # numpy float: NaN is pandas' missing value: NULL
         "f32": np.array([0.5, np.nan, 2], dtype="float32"),
         "b": [True, False, True],
         "n_int": pd.array([1, None, 3], dtype="Int32"),  # nullable: NULL, and stays an integer
@@ -235,7 +235,7 @@ def test_pandas_numpy_and_nullable_dtypes(db, write, endpoint):
         (1, 1, 0, 1.5, 0.5, True, 1, 1.25, True, "a", "x", "lo",
          dt.datetime(2024, 1, 2, 3, 4, 5, 123456), dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
          dt.timedelta(days=1, seconds=2), Decimal("1.10")),
-        (-2, 2, 255, float("nan"), float("nan"), False, None, None, None, None, "ü'\"\\", "hi",
+        (-2, 2, 255, None, None, False, None, None, None, None, "ü'\"\\", "hi",
          None, dt.datetime(2000, 6, 1, tzinfo=UTC), None, None),
         (3, 3, 7, -0.0, 2.0, True, 3, 3.0, False, "", None, None,
          dt.datetime(1970, 1, 1), None, dt.timedelta(microseconds=3), Decimal("-3.25")),

@@ -440,7 +440,7 @@ def pandas_frame() -> pd.DataFrame:
         "i64": pd.array([2**63 - 1, None, -2**63, 0], "Int64"),
         "u64": pd.array([2**64 - 1, None, 0, 1], "UInt64"),
         "np_i16": pd.Series([1, -32768, 32767, 0], dtype="int16"),
-        "f64": pd.Series([float("nan"), 0.1, -float("inf"), 1e-300]),  # numpy: NaN is a value
+        "f64": pd.Series([float("nan"), 0.1, -float("inf"), 1e-300]),  # numpy: NaN is pandas' NULL
         "f32": pd.Series([float("nan"), 0.1, None, 1.0], dtype="float32"),  # None: NaN too
         "nf": pd.array([None, 0.5, -1.5, 2.0], "Float64"),  # nullable: <NA> is NULL
         "b": pd.array([True, None, False, True], "boolean"),
@@ -488,13 +488,14 @@ def test_pandas_dtypes_created_stored_and_read_back(io):
     back = io.read(table, list(df.columns), "pandas", dtype_backend="pyarrow")
     assert_rows([tuple(from_read(f.type, v) for f, v in zip(arrow.schema, row))
                  for row in zip(*(pa.array(back[c]).to_pylist() for c in df.columns))], want, df.columns)
-    # nullable integers stay integers; '' and NULL, NaN and NULL stay apart
+    # nullable integers stay integers; '' and NULL stay apart; a numpy float's NaN is pandas'
+    # missing value, so NULL (an ArrowDtype float keeps NaN and null apart, as Arrow does)
     nullable = io.read(table, ["k", "i8", "i64", "s"], "pandas")
     assert [str(t) for t in nullable.dtypes] == ["Int32", "Int16", "Int64", "string"]
     assert nullable["s"].tolist()[:2] == ["", pd.NA]
     assert io.db.execute(sql.SQL("SELECT count(*) FILTER (WHERE f64 = 'NaN'), count(*) FILTER (WHERE f64 IS NULL), "
                                  "count(*) FILTER (WHERE nf IS NULL) FROM {}").format(
-        sql.Identifier(SCHEMA, table))).fetchone() == (1, 0, 1)
+        sql.Identifier(SCHEMA, table))).fetchone() == (0, 1, 1)
 
 
 def polars_frame() -> pl.DataFrame:
@@ -789,3 +790,12 @@ def test_pandas_float_ints_go_into_integer_columns_whole_numbers_only(io):
         with pytest.raises(UnrepresentableValue, match=f"column '{column}', row 1 .*{reason}"):
             io.write(bad, name)
     assert len(io.stored(name, ["k"])) == 3
+
+
+def test_pandas_arrow_backed_floats_keep_nan_and_null_apart(io):
+    name = io.name("arrow_floats")
+    frame = pd.DataFrame({"k": [1, 2, 3],
+                          "f": pd.Series(pa.array([float("nan"), None, 1.5]), dtype=pd.ArrowDtype(pa.float64()))})
+    assert io.write(frame, name) == 3
+    assert io.db.execute(sql.SQL("SELECT f = 'NaN', f IS NULL FROM {} ORDER BY k").format(
+        sql.Identifier(SCHEMA, name))).fetchall() == [(True, False), (None, True), (False, False)]

@@ -10,7 +10,8 @@ transaction provably rolled back to run once more.
 
 pandas, by the rules ``WRITE_TYPES.md`` gives: nullable extension dtypes keep
 their NULLs (an ``Int64`` with ``<NA>`` stays an integer column); in a numpy
-float column NaN is the value NaN, never NULL; the index is written as columns
+float column NaN is pandas' missing value and is written as NULL (Arrow and polars
+keep NaN and null apart, and so does the write); the index is written as columns
 only when it is named (``df.groupby(...).sum()``), a default or unnamed index is
 not data and is dropped.
 """
@@ -179,17 +180,58 @@ def _pandas(df: Any) -> Source:
     names = [str(c) for c in df.columns]
     # The schema of the whole frame, so that a slice (say all-NULL in an object column)
     # cannot infer another type; found column by column, never converting the frame whole.
-    schema = pa.schema([pa.field(name, _pandas_type(df.iloc[:, i])) for i, name in enumerate(names)])
+    # A column of Decimal objects is converted once here (16 bytes a value), as finding its
+    # precision and scale already reads every value.
+    decimals = {i: _pandas_decimals(df.iloc[:, i]) for i in range(len(names)) if df.dtypes.iloc[i] == object}
+    decimals = {i: array for i, array in decimals.items() if array is not None}
+    schema = pa.schema([pa.field(name, decimals[i].type if i in decimals else _pandas_type(df.iloc[:, i]))
+                        for i, name in enumerate(names)])
     nbytes = int(df.memory_usage(index=False, deep=True).sum())
 
     def batches() -> Iterator[pa.RecordBatch]:
         for start in range(0, len(df), BATCH_ROWS):
             part = df.iloc[start:start + BATCH_ROWS]
             yield pa.RecordBatch.from_arrays(
-                [_pandas_column(part.iloc[:, i], field.type) for i, field in enumerate(schema)],
+                [decimals[i].slice(start, BATCH_ROWS) if i in decimals
+                 else _pandas_column(part.iloc[:, i], field.type) for i, field in enumerate(schema)],
                 schema=schema)
 
     return Source(schema, batches, len(df), True, nbytes)
+
+
+def _pandas_decimals(series: Any) -> pa.Array | None:
+    """A column of ``decimal.Decimal`` objects (and NULLs) as an exact Arrow decimal, or None when
+    it holds anything else. Through their text, as PyArrow's own inference of precision and scale
+    from the objects takes five times longer; a value with an exponent or a NaN takes that path."""
+    import decimal
+
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    values = series.to_numpy()
+    texts = []
+    for value in values:
+        if value is None or value is pd.NA or (type(value) is float and value != value):
+            texts.append(None)
+        elif type(value) is decimal.Decimal:
+            texts.append(str(value))
+        else:
+            return None
+    strings = pa.array(texts, pa.string())
+    if strings.null_count == len(strings):
+        return None  # no Decimal at all: nothing to learn a type from
+    if pc.any(pc.match_substring_regex(strings, "[^-0-9.]")).as_py():
+        return pa.array(values, from_pandas=True)  # 1E+2, NaN, Infinity: PyArrow's own reading
+    digits = pc.utf8_ltrim(strings, "-")
+    point = pc.find_substring(digits, ".")
+    length = pc.utf8_length(digits)
+    scale = pc.max(pc.if_else(pc.less(point, 0), 0, pc.subtract(pc.subtract(length, point), 1))).as_py()
+    whole = pc.if_else(pc.less(point, 0), length, point)
+    whole = pc.if_else(pc.starts_with(digits, "0"), pc.subtract(whole, 1), whole)  # "0.05": no whole digit
+    precision = max(1, pc.max(whole).as_py() + scale)
+    if precision > 38:
+        return pa.array(values, from_pandas=True)
+    return pc.cast(strings, pa.decimal128(precision, scale))
 
 
 def _pandas_type(series: Any) -> pa.DataType:
@@ -217,7 +259,7 @@ def _pandas_type(series: Any) -> pa.DataType:
 
 
 def _pandas_column(series: Any, arrow_type: pa.DataType | None = None) -> pa.Array:
-    """One column as Arrow: NULLs where pandas has them, NaN kept in numpy float columns;
+    """One column as Arrow: NULLs where pandas has them (NaN in a numpy float column included);
     a JSON column's values as ``json.dumps`` gives them (NaN refused: JSON has none)."""
     import numpy as np
 
@@ -255,9 +297,8 @@ def _pandas_column(series: Any, arrow_type: pa.DataType | None = None) -> pa.Arr
                     f"be written as JSON: {exc}") from None
         return pa.ExtensionArray.from_storage(arrow_type, pa.array(texts, pa.string()))
     dtype = series.dtype
-    numpy_float = isinstance(dtype, np.dtype) and dtype.kind == "f"
     try:
-        array = pa.array(series, type=arrow_type, from_pandas=not numpy_float)
+        array = pa.array(series, type=arrow_type, from_pandas=True)
         # pyarrow-backed columns (pandas 3's default "str", ArrowDtype) come as chunked arrays
         return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:

@@ -40,7 +40,7 @@ from psycopg import sql
 
 from .._translate import classify, lost
 from ..errors import CommitUncertain, ConfigurationError, WriteInterrupted
-from . import _plan, _table
+from . import _pgtypes, _plan, _table
 from ._encode import Encoder
 from ._input import Source
 from ._send import copy_in
@@ -106,7 +106,7 @@ def write(borrow: Borrow, source: Source, table: object, *, mode: str, key: obje
     name = _table.parse(table)
     key_columns = _plan.check_arguments(mode, key, source.schema)
     if mode == "create" or mode == "replace":  # the types a new table gets: known before connecting
-        _plan._pgtypes.create_targets(source.schema)
+        _pgtypes.create_targets(source.schema)
     started = time.perf_counter()
     for attempt in (1, 2):
         try:
