@@ -39,7 +39,6 @@ class Source:
     _batches: Callable[[], Iterator[pa.RecordBatch]]
     rows: int | None  # the total row count, when known before reading
     replayable: bool  # whether ``batches()`` may be called again
-    nbytes: int | None = None  # the input's own size in memory, when known
     _used: bool = False
 
     def batches(self) -> Iterator[pa.RecordBatch]:
@@ -88,12 +87,11 @@ def _one_column(data: Any) -> TypeError:
         "make it a frame first, e.g. series.to_frame() or pa.table({'name': array})")
 
 
-def _table(table: pa.Table, *, nbytes: int | None = None) -> Source:
+def _table(table: pa.Table) -> Source:
     def batches() -> Iterator[pa.RecordBatch]:
         return iter(table.to_batches(max_chunksize=BATCH_ROWS))
 
-    return Source(table.schema, batches, table.num_rows, True,
-                  table.get_total_buffer_size() if nbytes is None else nbytes)
+    return Source(table.schema, batches, table.num_rows, True)
 
 
 def _polars(df: Any) -> Source:
@@ -104,7 +102,7 @@ def _polars(df: Any) -> Source:
         for start in range(0, len(df), BATCH_ROWS):
             yield from df.slice(start, BATCH_ROWS).to_arrow().cast(schema).to_batches()
 
-    return Source(schema, batches, len(df), True, df.estimated_size())
+    return Source(schema, batches, len(df), True)
 
 
 def _parquet(path: str | os.PathLike[str]) -> Source:
@@ -186,7 +184,6 @@ def _pandas(df: Any) -> Source:
     decimals = {i: array for i, array in decimals.items() if array is not None}
     schema = pa.schema([pa.field(name, decimals[i].type if i in decimals else _pandas_type(df.iloc[:, i]))
                         for i, name in enumerate(names)])
-    nbytes = int(df.memory_usage(index=False, deep=True).sum())
 
     def batches() -> Iterator[pa.RecordBatch]:
         for start in range(0, len(df), BATCH_ROWS):
@@ -196,7 +193,7 @@ def _pandas(df: Any) -> Source:
                  else _pandas_column(part.iloc[:, i], field.type) for i, field in enumerate(schema)],
                 schema=schema)
 
-    return Source(schema, batches, len(df), True, nbytes)
+    return Source(schema, batches, len(df), True)
 
 
 def _pandas_decimals(series: Any) -> pa.Array | None:
@@ -209,15 +206,18 @@ def _pandas_decimals(series: Any) -> pa.Array | None:
     import pyarrow.compute as pc
 
     values = series.to_numpy()
-    texts = []
-    for value in values:
-        if value is None or value is pd.NA or (type(value) is float and value != value):
-            texts.append(None)
-        elif type(value) is decimal.Decimal:
-            texts.append(str(value))
-        else:
-            return None
-    strings = pa.array(texts, pa.string())
+    chunks = []  # the values' text, a slice at a time: a million Python strings would cost 55 MB
+    for start in range(0, len(values), BATCH_ROWS):
+        texts = []
+        for value in values[start:start + BATCH_ROWS]:
+            if value is None or value is pd.NA or (type(value) is float and value != value):
+                texts.append(None)
+            elif type(value) is decimal.Decimal:
+                texts.append(str(value))
+            else:
+                return None
+        chunks.append(pa.array(texts, pa.string()))
+    strings = pa.chunked_array(chunks, pa.string())
     if strings.null_count == len(strings):
         return None  # no Decimal at all: nothing to learn a type from
     if pc.any(pc.match_substring_regex(strings, "[^-0-9.]")).as_py():
@@ -231,7 +231,7 @@ def _pandas_decimals(series: Any) -> pa.Array | None:
     precision = max(1, pc.max(whole).as_py() + scale)
     if precision > 38:
         return pa.array(values, from_pandas=True)
-    return pc.cast(strings, pa.decimal128(precision, scale))
+    return pc.cast(strings, pa.decimal128(precision, scale)).combine_chunks()
 
 
 def _pandas_type(series: Any) -> pa.DataType:
