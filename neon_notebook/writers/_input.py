@@ -208,14 +208,19 @@ def _pandas_decimals(series: Any) -> pa.Array | None:
     values = series.to_numpy()
     chunks = []  # the values' text, a slice at a time: a million Python strings would cost 55 MB
     for start in range(0, len(values), BATCH_ROWS):
-        texts = []
-        for value in values[start:start + BATCH_ROWS]:
-            if value is None or value is pd.NA or (type(value) is float and value != value):
-                texts.append(None)
-            elif type(value) is decimal.Decimal:
-                texts.append(str(value))
-            else:
-                return None
+        part = values[start:start + BATCH_ROWS]
+        kinds = set(map(type, part))
+        if kinds == {decimal.Decimal}:  # the common case, at C speed
+            texts = list(map(str, part))
+        else:
+            texts = []
+            for value in part:
+                if value is None or value is pd.NA or (type(value) is float and value != value):
+                    texts.append(None)
+                elif type(value) is decimal.Decimal:
+                    texts.append(str(value))
+                else:
+                    return None
         chunks.append(pa.array(texts, pa.string()))
     strings = pa.chunked_array(chunks, pa.string())
     if strings.null_count == len(strings):
