@@ -131,6 +131,14 @@ class Hold:
 # -- what a read may leave behind ------------------------------------------------------------
 
 
+def reset_faults(compute) -> None:
+    """No cut, no latency, no failing wakes, and the compute answering: as a clean run sees it."""
+    compute.cut_after(None)
+    compute.latency(0)
+    compute.fail_next_wakes(0)
+    wait_answering(compute)
+
+
 def wait_answering(compute, timeout: float = 20.0) -> None:
     """Until the compute answers a clean direct connection (waking it if needed)."""
     deadline = time.monotonic() + timeout

@@ -313,17 +313,6 @@ def _text(cell: Cell) -> str:
 # -- faults -------------------------------------------------------------------------------
 
 
-def _clear(compute: LocalCompute) -> None:
-    compute.cut_after(None)
-    compute.latency(0)
-    compute.fail_next_wakes(0)
-
-
-def _reset(compute: LocalCompute) -> None:
-    _clear(compute)
-    fs.wait_answering(compute)
-
-
 class Injector:
     """Applies the cell's fault from another thread when the read reaches its phase."""
 
@@ -433,7 +422,7 @@ def _writes(compute: LocalCompute, tag: str) -> int:
 def test_fault_cell(env, cell, tmp_path):
     compute = env.cold if cell.phase == "connect" and cell.kind in ("suspend", "crash") else env.warm
     offsets = env.offsets(cell.reader, cell.endpoint, tmp_path) if cell.kind in CUTS else None
-    _reset(compute)
+    fs.reset_faults(compute)
     threads_before = fs.thread_names()
     session = env.session(compute, cell.tag)
     violations: list[str] = []
@@ -479,7 +468,7 @@ def test_fault_cell(env, cell, tmp_path):
         want = {ComputeState.ERROR} if isinstance(cause, nn.ConnectError) else {ComputeState.SUSPENDED}
         if state not in want:
             violations.append(f"state {state} after {type(cause).__name__} (expected {'/'.join(map(str, want))})")
-    _reset(compute)
+    fs.reset_faults(compute)
 
     if cell.reader in WRITERS:
         written = _writes(compute, cell.tag)

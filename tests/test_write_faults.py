@@ -338,17 +338,6 @@ def _key(mode: str) -> list[str] | None:
 # -- faults -------------------------------------------------------------------------------
 
 
-def _clear(compute: LocalCompute) -> None:
-    compute.cut_after(None)
-    compute.latency(0)
-    compute.fail_next_wakes(0)
-
-
-def _reset(compute: LocalCompute) -> None:
-    _clear(compute)
-    fs.wait_answering(compute)
-
-
 class Injector:
     """Applies the cell's fault when the write reaches its phase (see the module)."""
 
@@ -479,7 +468,7 @@ def _outcome(error: BaseException | None, log: Log) -> str:
 @pytest.mark.timeout(120)
 def test_write_cell(env, cell):
     compute = env.cold if cell.phase == "start" and cell.kind in ("suspend", "crash") else env.warm
-    _reset(compute)
+    fs.reset_faults(compute)
     offsets, clean = env.calibrate(cell.mode, cell.endpoint) if cell.kind == "cut" else (None, None)
     server = compute.server_conninfo
     prepare(server, cell.mode, cell.table)
@@ -517,7 +506,7 @@ def test_write_cell(env, cell):
         violations.append(f"harness: {missing}")
     if relay is not None and (miss := _missed(clean, relay.traces[0], offsets[cell.phase])):
         violations.append(f"harness: the cut missed its phase: {miss}")
-    _reset(compute)
+    fs.reset_faults(compute)
 
     outcome = _outcome(error, log)
     if log.count(RETRIED) > 1:
@@ -627,7 +616,7 @@ class captured_log:
 def _targeted(env, name: str, mode: str = "append") -> tuple[str, Contents, Contents]:
     """A fresh table for one targeted test: its name, its contents now and after the write."""
     table = "wf_t" + hashlib.sha1(name.encode()).hexdigest()[:10]
-    _reset(env.warm)
+    fs.reset_faults(env.warm)
     prepare(env.warm.server_conninfo, mode, table)
     before = contents(env.warm.server_conninfo, table)
     return table, before, expected_after(mode, before)
@@ -658,7 +647,7 @@ def test_lost_commit_answer_of_a_committed_write_returns_its_rows(env, endpoint)
                                  progress=None) == ROWS
     finally:
         session.close()
-        _reset(env.warm)
+        fs.reset_faults(env.warm)
     assert env.warm.cuts >= 1
     assert log.count(VERIFIED) == 1 and log.count(RETRIED) == 0, log.lines
     assert contents(env.warm.server_conninfo, table) == after
@@ -680,7 +669,7 @@ def test_lost_before_commit_replays_a_table_and_refuses_a_consumed_stream(env, s
         error = exc
     finally:
         session.close()
-        _reset(env.warm)
+        fs.reset_faults(env.warm)
     if source == "table":
         assert error is None and written == ROWS
         assert log.count(RETRIED) == 1, log.lines
@@ -718,7 +707,7 @@ def test_unknowable_commit_status_is_commit_uncertain_naming_the_xid(env):
     finally:
         injector.join(30)
         session.close()
-        _reset(c)
+        fs.reset_faults(c)
     message = str(raised.value)
     assert seen and f"pg_xact_status('{seen[0]}')" in message, (seen, message)
     assert "could not be checked" in message and "not retried" in message
@@ -751,7 +740,7 @@ def test_crash_after_a_durable_commit_is_verified_from_the_rows(env):
     finally:
         injector.join(30)
         session.close()
-        _reset(c)
+        fs.reset_faults(c)
         _alter_system(c, synchronous_standby_names=None)
     assert crashed == [True], "the COMMIT never waited for the standby"
     assert written == ROWS
@@ -799,7 +788,7 @@ def test_a_transaction_id_given_again_after_a_crash_is_not_taken_for_the_write(e
     finally:
         injector.join(30)
         session.close()
-        _reset(c)
+        fs.reset_faults(c)
         _alter_system(c, wal_writer_delay=None)
     assert len(took) >= 2 and took[-1] in took[:-1], f"harness: the write's id was not given again ({took})"
     assert contents(c.server_conninfo, table) == before  # the write did not commit
@@ -836,7 +825,7 @@ def test_a_commit_left_in_progress_by_its_lost_client_is_ended_then_run_once_mor
         injector.join(30)
         session.close()
         relay.close()
-        _reset(c)
+        fs.reset_faults(c)
     assert ended == [True], "the held backend was never ended"
     assert written == ROWS
     assert log.count(RETRIED) == 1 and log.count(VERIFIED) == 0, log.lines
