@@ -109,3 +109,9 @@ def pytest_sessionfinish(session, exitstatus):
         import shutil
 
         shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+
+@pytest.fixture(params=["pooled", "direct"])
+def endpoint(request):
+    """Each test once through PgBouncer (pooled) and once on the direct endpoint."""
+    return request.param

@@ -53,11 +53,6 @@ def session(db, pooled_url, direct_url):
         yield s
 
 
-@pytest.fixture(params=["pooled", "direct"])
-def endpoint(request):
-    return request.param
-
-
 @pytest.fixture
 def write(session, endpoint):
     """``session.write`` on this test's endpoint, without a progress bar."""

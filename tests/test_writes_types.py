@@ -65,11 +65,6 @@ def session(db, pooled_url, direct_url):
         yield s
 
 
-@pytest.fixture(params=["pooled", "direct"])
-def endpoint(request):
-    return request.param
-
-
 class Io:
     """Writes and reads of one endpoint, and the oracle's view of a table."""
 
