@@ -109,6 +109,12 @@ where i.indrelid = %s and i.indisunique and i.indpred is null and i.indexprs is 
 """
 
 
+def qualified(conn: psycopg.Connection, table: TableName) -> TableName:
+    """The existing table ``table`` names, with its schema (as the search_path resolves it)."""
+    _, schema, name, _ = conn.execute(_FIND, (table.identifier.as_string(conn),)).fetchone()
+    return TableName(schema, name)
+
+
 def inspect(conn: psycopg.Connection, table: TableName) -> TableInfo | None:
     """The existing table ``table`` names (through the search_path), or None if there is none."""
     qualified = table.identifier.as_string(conn)

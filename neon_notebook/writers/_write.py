@@ -160,7 +160,7 @@ def _run(conn: psycopg.Connection, state: _Attempt, source: Source, name: _table
     with conn.cursor() as cur:
         for statement in plan.before:
             cur.execute(statement)
-        state.target = info if info is not None else _created(conn, name)
+        state.target = info if info is not None else _table.qualified(conn, name)
         encoder = Encoder(source.schema, plan.targets)
         report = None if progress is None else (
             lambda rows, nbytes: progress(rows, nbytes, source.rows))
@@ -171,14 +171,6 @@ def _run(conn: psycopg.Connection, state: _Attempt, source: Source, name: _table
             state.rows = encoder.rows
         for statement in plan.after:
             _run_after(cur, statement, info)
-
-
-def _created(conn: psycopg.Connection, name: _table.TableName) -> _table.TableName:
-    """The table just created, schema-qualified (for the status panel and the verification)."""
-    schema, table = conn.execute(
-        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.oid = to_regclass(%s)", (name.identifier.as_string(conn),)).fetchone()
-    return _table.TableName(schema, table)
 
 
 def _run_after(cur: psycopg.Cursor, statement: sql.Composable, info: _table.TableInfo | None) -> None:
