@@ -1,0 +1,141 @@
+// Neon's driver over the local compute's WebSocket endpoint (`Pool`/`Client` → /v2?address=host:port),
+// compared with node-postgres over TCP, as the driver's own tests/cli/ws.test.ts does against Neon.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { Client, neon, neonConfig, Pool, SqlTemplate } from "@neondatabase/serverless";
+import { sampleQueries } from "./sampleQueries.mjs";
+import { DIRECT_URL, POOLED_URL, plain, pointDriverAtCompute, rejection, tcpClient, within, withPassword } from "./support.mjs";
+
+pointDriverAtCompute();
+let tcp;
+before(async () => {
+  tcp = await tcpClient();
+  await tcp.query("DROP TABLE IF EXISTS node_ws_tx; CREATE TABLE node_ws_tx (n int)");
+});
+after(() => tcp.end());
+
+const count = async () => (await tcp.query("SELECT count(*)::int AS n FROM node_ws_tx")).rows[0].n;
+
+/** A Client's end() must resolve: the server closes the WebSocket after Terminate. */
+const end = (client) => within(3000, client.end(), "client.end()");
+
+for (const [urlName, url] of [["direct", DIRECT_URL], ["pooled", POOLED_URL]]) {
+  describe(`${urlName} URL`, () => {
+    const pool = new Pool({ connectionString: url });
+    after(() => within(3000, pool.end(), "pool.end()"));
+
+    test("the driver's sampleQueries match pg over TCP (pool.connect())", async () => {
+      const client = await pool.connect();
+      try {
+        const sql = neon("postgresql://dummy:dummy@dummy.dummy/dummy"); // only builds the queries
+        for (const lazy of sampleQueries(sql)) {
+          const data = lazy.queryData;
+          const { query, params } = data instanceof SqlTemplate ? data.toParameterizedQuery() : data;
+          for (const rowMode of [undefined, "array"]) {
+            const [wsResult, pgResult] = await Promise.all([
+              client.query({ text: query, values: params, rowMode }), tcp.query({ text: query, values: params, rowMode }),
+            ]);
+            assert.deepStrictEqual(plain(wsResult), plain(pgResult), query);
+          }
+        }
+      } finally {
+        client.release();
+      }
+    });
+
+    test("pool.query() over WebSocket", async () => {
+      const result = await pool.query("SELECT $1::int AS one", [1]);
+      assert.deepStrictEqual(result.rows, [{ one: 1 }]);
+      assert.equal(result.viaNeonFetch, undefined);
+    });
+
+    test("Client and Pool × pipelineConnect {password, false} × coalesceWrites {true, false}", async () => {
+      const { pipelineConnect, coalesceWrites } = neonConfig;
+      try {
+        for (const pc of ["password", false]) {
+          for (const cw of [true, false]) {
+            neonConfig.pipelineConnect = pc;
+            neonConfig.coalesceWrites = cw;
+            const label = `pipelineConnect=${pc} coalesceWrites=${cw}`;
+            const client = new Client(url);
+            await within(5000, client.connect(), `connect, ${label}`);
+            const result = await client.query("SELECT $1::int AS one, current_user AS who", [1]);
+            const simple = await client.query("SELECT 'two' AS two");
+            await end(client);
+            assert.deepStrictEqual(result.rows, [{ one: 1, who: "postgres" }], label);
+            assert.deepStrictEqual(simple.rows, [{ two: "two" }], label);
+            const fresh = new Pool({ connectionString: url, max: 1 });
+            assert.deepStrictEqual((await fresh.query("SELECT $1::text AS s", [label])).rows, [{ s: label }], label);
+            await within(3000, fresh.end(), `pool.end(), ${label}`);
+          }
+        }
+      } finally {
+        Object.assign(neonConfig, { pipelineConnect, coalesceWrites });
+      }
+    });
+
+    test("interactive transactions: ROLLBACK leaves nothing, COMMIT keeps", async () => {
+      await tcp.query("TRUNCATE node_ws_tx");
+      const client = new Client(url);
+      await client.connect();
+      try {
+        await client.query("BEGIN");
+        await client.query("INSERT INTO node_ws_tx VALUES ($1), ($2)", [1, 2]);
+        assert.equal((await client.query("SELECT count(*)::int AS n FROM node_ws_tx")).rows[0].n, 2, "visible inside");
+        assert.equal(await count(), 0, "invisible outside before COMMIT");
+        await client.query("ROLLBACK");
+        assert.equal(await count(), 0);
+        await client.query("BEGIN");
+        await client.query("INSERT INTO node_ws_tx VALUES (3)");
+        await client.query("COMMIT");
+        assert.equal(await count(), 1);
+        const err = await rejection(client.query("SELECT 1 / 0"));
+        assert.equal(err.code, "22012");
+        assert.equal((await client.query("SELECT 'still usable' AS s")).rows[0].s, "still usable");
+      } finally {
+        await end(client);
+      }
+    });
+
+    test("pool.query() with poolQueryViaFetch goes over HTTP (the driver drops the port)", async () => {
+      neonConfig.poolQueryViaFetch = true;
+      try {
+        const result = await pool.query("SELECT $1::int AS one", [1]);
+        assert.deepStrictEqual(result.rows, [{ one: 1 }]);
+        assert.equal(result.viaNeonFetch, true);
+        const arrays = await pool.query({ text: "SELECT $1::int AS one", values: [2], rowMode: "array" });
+        assert.deepStrictEqual(arrays.rows, [[2]]);
+      } finally {
+        neonConfig.poolQueryViaFetch = false;
+      }
+    });
+
+    test("a wrong password fails the connect with 'password authentication failed'", async () => {
+      for (const pc of ["password", false]) {
+        neonConfig.pipelineConnect = pc;
+        try {
+          const client = new Client(withPassword(url, "wrong-password"));
+          const err = await within(5000, rejection(client.connect()), `failed connect, pipelineConnect=${pc}`);
+          assert.match(err.message, /password authentication failed/);
+          assert.ok(!err.message.includes("wrong-password"));
+        } finally {
+          neonConfig.pipelineConnect = "password";
+        }
+      }
+    });
+  });
+}
+
+test("errors over WebSocket equal pg's over TCP", async () => {
+  const client = new Client(DIRECT_URL);
+  await client.connect();
+  try {
+    for (const query of ["SELECT 123 WHERE x", "SELEC 1", "SELECT 1/0", "SELECT 'abc'::int"]) {
+      const [wsErr, pgErr] = await Promise.all([rejection(client.query(query)), rejection(tcp.query(query))]);
+      assert.equal(wsErr.message, pgErr.message, query);
+      assert.deepStrictEqual({ ...wsErr }, { ...pgErr }, query);
+    }
+  } finally {
+    await end(client);
+  }
+});
