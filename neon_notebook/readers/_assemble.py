@@ -57,3 +57,28 @@ def column_chunks(col: Column, type_: pa.DataType, block: Block, i: int) -> list
 def no_columns(num_rows: int) -> pa.RecordBatch:
     """A batch of ``num_rows`` rows and no column (``SELECT FROM t``)."""
     return pa.record_batch({"_": pa.nulls(num_rows)}).select([])
+
+
+def table_from_blocks(cols: list[Column], blocks: list[Block], views: bool = False) -> pa.Table:
+    """One table from a read's blocks, each column in its decided type.
+
+    ``views``: keep ``string_view`` strings where the path gave them (for polars).
+    """
+    if not cols:
+        return pa.Table.from_batches([no_columns(sum(b.num_rows for b in blocks))])
+    arrays = []
+    fields = []
+    for i, col in enumerate(cols):
+        if any(i in b.text_columns for b in blocks):
+            warn_as_text(col)
+            type_ = pa.string()
+            arrays.append(pa.chunked_array([c for b in blocks for c in column_chunks(col, type_, b, i)], type_))
+            fields.append(column_field(col, type_))
+            continue
+        chunks = [c for b in blocks for c in b.columns[i]]
+        type_ = decide_type(col, chunks)
+        if views and chunks and not col.kind.deferred:
+            type_ = chunks[0].type  # string_view for string, where the path gave one
+        arrays.append(pa.chunked_array([apply_type(col, type_, c) for c in chunks], type=type_))
+        fields.append(column_field(col, type_))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))

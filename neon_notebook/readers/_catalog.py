@@ -2,13 +2,15 @@
 
 :class:`TypeResolver` asks the catalog once per read, for the OIDs the
 registry does not know (domains, enums, extension types, arrays of those),
-following domains and array elements down to what it knows.
+following domains and array elements down to what it knows. How it asks (a
+psycopg connection, or an HTTP request) and how array literals are split are
+given to it, so the HTTP transport resolves types without psycopg.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from . import _registry
 from ._kinds import Array, Column, Kind, Text, make_kind
@@ -25,13 +27,42 @@ class _PgType:
     delim: str
 
 
+#: The catalog rows :class:`TypeResolver` reads, for ``$1``/``%s``: an array of OIDs.
+CATALOG_QUERY = ("SELECT oid::int8, typname::text, typtype::text, typbasetype::int8, typtypmod,"
+                 " typelem::int8, typcategory::text, typdelim::text"
+                 " FROM pg_catalog.pg_type WHERE oid = ANY({}::oid[])")
+
+#: ``lookup(oids)``: the catalog rows of those OIDs, as (oid, name, typtype, basetype,
+#: basetypmod, elem, category, delim).
+Lookup = Callable[[list[int]], Sequence[Sequence[Any]]]
+
+
 @dataclass
 class TypeResolver:
-    """Maps (oid, typmod) to kinds, asking ``pg_type`` once for what isn't builtin."""
+    """Maps (oid, typmod) to kinds, asking ``pg_type`` once for what isn't builtin.
 
-    conn: Any
+    ``load_array(literal: bytes) -> list`` splits a text array literal (nested lists for
+    several dimensions); ``encoding`` is the one its bytes are in.
+    """
+
+    lookup: Lookup
     settings: dict[str, str]
+    load_array: Callable[[bytes], list]
+    encoding: str = "utf-8"
     _catalog: dict[int, _PgType] = field(default_factory=dict)
+
+    @classmethod
+    def for_connection(cls, conn: Any, settings: dict[str, str]) -> TypeResolver:
+        """A resolver asking over a psycopg connection, splitting arrays with psycopg's text[] loader."""
+        from psycopg import pq
+
+        def lookup(oids: list[int]) -> list[tuple]:
+            cur = conn.cursor()
+            cur.execute(CATALOG_QUERY.format("%s"), (oids,))
+            return cur.fetchall()
+
+        loader = conn.adapters.get_loader(1009, pq.Format.TEXT)(1009, conn)
+        return cls(lookup, settings, loader.load, conn.info.encoding)
 
     def resolve(self, fields: Sequence[tuple[str, int, int]]) -> list[Column]:
         self._load_catalog({oid for _, oid, _ in fields})
@@ -48,15 +79,8 @@ class TypeResolver:
         for _ in range(8):  # domains over domains over arrays of enums...
             if not todo:
                 return
-            cur = self.conn.cursor()
-            cur.execute(
-                "SELECT oid::int8, typname::text, typtype::text, typbasetype::int8, typtypmod,"
-                " typelem::int8, typcategory::text, typdelim::text"
-                " FROM pg_catalog.pg_type WHERE oid = ANY(%s::oid[])",
-                (sorted(todo),),
-            )
-            for row in cur.fetchall():
-                self._catalog[row[0]] = _PgType(*row)
+            for row in self.lookup(sorted(todo)):
+                self._catalog[int(row[0])] = _PgType(*row)
             found = [self._catalog[o] for o in todo if o in self._catalog]
             todo = set()
             for t in found:
@@ -105,9 +129,6 @@ class TypeResolver:
     def _array(self, element: Kind, delim: str) -> Kind:
         if delim != "," or isinstance(element, Array):
             return Text(pgname=f"{element.pgname}[]")
-        from psycopg import pq
-
-        loader = self.conn.adapters.get_loader(1009, pq.Format.TEXT)(1009, self.conn)
-        return Array(element, loader.load, self.conn.info.encoding)
+        return Array(element, self.load_array, self.encoding)
 
 

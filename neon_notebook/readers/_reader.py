@@ -249,7 +249,7 @@ class Reader:
             fields = self._describe(text.encode(enc))
             if not fields:
                 raise _copy.NotCopyable("no columns")
-            self.columns = TypeResolver(conn, scope.settings).resolve(fields)
+            self.columns = TypeResolver.for_connection(conn, scope.settings).resolve(fields)
             if self.progress is not None:
                 self.estimate = self._estimate(text)
             binary = self._binary_ok()
@@ -476,7 +476,7 @@ class Reader:
         enc = conn.info.encoding
         fields = [(res.fname(i).decode(enc), res.ftype(i), res.fmod(i)) for i in range(res.nfields)]
         settings = self._settings_after(cur, settings)
-        self.columns = TypeResolver(conn, settings).resolve(fields)
+        self.columns = TypeResolver.for_connection(conn, settings).resolve(fields)
         check_output(self._text, self.columns, settings, index, results)
         n = res.ntuples
         get = res.get_value

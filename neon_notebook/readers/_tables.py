@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from ._assemble import apply_type, column_chunks, column_field, decide_type, no_columns, warn_as_text
+from ._assemble import table_from_blocks
 from ._frames import DtypeBackend, to_pandas, to_polars
 from ._reader import COLLECT_BLOCK_BYTES, CopyFormat, ProgressCallback, Reader
 from ._sql import Params, Query
@@ -52,25 +52,7 @@ def _read_table(
         copy_format=copy_format,
     )
     blocks = list(reader.blocks())
-    cols = reader.columns or []
-    if not cols:
-        return pa.Table.from_batches([no_columns(sum(b.num_rows for b in blocks))])
-    arrays = []
-    fields = []
-    for i, col in enumerate(cols):
-        if any(i in b.text_columns for b in blocks):
-            warn_as_text(col)
-            type_ = pa.string()
-            arrays.append(pa.chunked_array([c for b in blocks for c in column_chunks(col, type_, b, i)], type_))
-            fields.append(column_field(col, type_))
-            continue
-        chunks = [c for b in blocks for c in b.columns[i]]
-        type_ = decide_type(col, chunks)
-        if views and chunks and not col.kind.deferred:
-            type_ = chunks[0].type  # string_view for string, where the path gave one
-        arrays.append(pa.chunked_array([apply_type(col, type_, c) for c in chunks], type=type_))
-        fields.append(column_field(col, type_))
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    return table_from_blocks(reader.columns or [], blocks, views)
 
 
 def read_pandas(
