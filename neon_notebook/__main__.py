@@ -18,6 +18,7 @@ def _local(args: argparse.Namespace) -> int:
                       postgres_version=args.postgres_version) as compute:
         print(f"DATABASE_URL={compute.pooled_url}" + ("" if compute.has_pooler else "  (no PgBouncer installed)"))
         print(f"DIRECT_URL={compute.direct_url}")
+        print(f"HTTP_URL={compute.http_url}  WS_URL={compute.ws_url}")
         print(f"Local compute serving; suspends after {args.suspend_after:g} s idle. Ctrl-C stops it.",
               flush=True)
         stop = threading.Event()

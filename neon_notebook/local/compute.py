@@ -28,7 +28,13 @@ Delay = float | tuple[float, float]
 
 
 class LocalCompute:
-    """An emulated Neon compute on this machine: direct and pooled endpoints.
+    """An emulated Neon compute on this machine: direct, pooled and HTTP endpoints.
+
+    - ``direct_url``/``pooled_url`` (TCP); ``http_url`` serves Neon's SQL over
+      HTTP (``POST /sql``, as Neon's proxy: auth before the wake, a fresh session
+      per request, Neon's JSON and errors, ``http_max_request_bytes`` -> 413 and
+      ``http_max_response_bytes`` -> 507); ``ws_url``/``ws_proxy`` the WebSocket
+      endpoint on the same port (``neonConfig.wsProxy = compute.ws_proxy``);
 
     - suspended until a client connects; the connection is held while PostgreSQL
       starts and for ``activation_delay`` seconds more (a number, or a
@@ -36,8 +42,8 @@ class LocalCompute:
     - suspends after ``suspend_after`` seconds without activity (a busy or
       idle-in-transaction backend, or a new connection); ``None`` never;
     - ``suspend()``, ``crash()``, ``fail_next_wakes(n)`` for tests;
-    - network faults for tests, per endpoint (``"direct"``, ``"pooled"`` or
-      ``"both"``): ``cut_after(nbytes)`` shuts each new connection down once the
+    - network faults for tests, per endpoint (``"direct"``, ``"pooled"``,
+      ``"both"`` = direct and pooled, ``"http"`` = HTTP and WebSocket, ``"all"``): ``cut_after(nbytes)`` shuts each new connection down once the
       client has received ``nbytes`` bytes on it, counting from its first byte
       (the proxy's start-up and SCRAM messages included), and ``latency(seconds)``
       holds back every relayed chunk, both directions, that long, in order. Both
@@ -60,9 +66,15 @@ class LocalCompute:
         data_dir: str | os.PathLike | None = None,
         password: str | None = None,
         monitor_interval: float = 0.5,
+        http_max_request_bytes: int = 10 << 20,
+        http_max_response_bytes: int = 10 << 20,
     ) -> None:
-        self._direct_port = self._pooled_port = 0
+        self._direct_port = self._pooled_port = self._http_port = 0
         _check_lifecycle(suspend_after, activation_delay, monitor_interval)
+        for name, value in (("http_max_request_bytes", http_max_request_bytes),
+                            ("http_max_response_bytes", http_max_response_bytes)):
+            if not _count(value, 0):
+                raise ConfigurationError(f"{name} must be a number of bytes >= 0, not {value!r}")
         if password is not None and any(c in password for c in "\0\r\n"):
             raise ConfigurationError("password must be one line without NUL characters")  # as initdb reads it
         bin_dir = postgres_bin_dir(pg_bin, postgres_version)
@@ -76,6 +88,7 @@ class LocalCompute:
             "pgbouncer": str(bouncer) if bouncer else None,
             "suspend_after": suspend_after, "activation_delay": activation_delay,
             "monitor_interval": monitor_interval, "start_active": start_active,
+            "http_max_request_bytes": http_max_request_bytes, "http_max_response_bytes": http_max_response_bytes,
             "tmp_dir": str(self._tmp),  # the daemon removes it if this process dies
         }
         self._lock = threading.Lock()
@@ -95,6 +108,7 @@ class LocalCompute:
             self.close()
             raise LocalComputeError(f"the local compute failed to start: {info['error']}")
         self._direct_port, self._pooled_port = info["direct_port"], info["pooled_port"]
+        self._http_port = info["http_port"]
         self.server_conninfo: str = info["server_conninfo"]
         """libpq conninfo of PostgreSQL's own socket, bypassing the proxy (benchmarks)."""
 
@@ -111,6 +125,21 @@ class LocalCompute:
     def pooled_url(self) -> str:
         """URL of the pooled endpoint (PgBouncer in transaction mode)."""
         return self._url(self._pooled_port)
+
+    @property
+    def http_url(self) -> str:
+        """Neon's SQL-over-HTTP endpoint (``fetchEndpoint`` for the driver); either URL is its connection string."""
+        return f"http://127.0.0.1:{self._http_port}/sql"
+
+    @property
+    def ws_url(self) -> str:
+        """Neon's WebSocket endpoint (PostgreSQL wire protocol in binary frames)."""
+        return f"ws://127.0.0.1:{self._http_port}/v2"
+
+    @property
+    def ws_proxy(self) -> str:
+        """The WebSocket endpoint as the driver's ``neonConfig.wsProxy`` string (with ``useSecureWebSocket = false``)."""
+        return f"127.0.0.1:{self._http_port}/v2"
 
     def env(self) -> dict[str, str]:
         """Prisma-style ``DATABASE_URL`` (pooled) and ``DIRECT_URL`` for this compute."""
@@ -223,7 +252,8 @@ class LocalCompute:
     def __repr__(self) -> str:
         alive = self._proc.poll() is None
         return (f"<LocalCompute direct=127.0.0.1:{self._direct_port} "
-                f"pooled=127.0.0.1:{self._pooled_port} {'running' if alive else 'closed'}>")
+                f"pooled=127.0.0.1:{self._pooled_port} http=127.0.0.1:{self._http_port} "
+                f"{'running' if alive else 'closed'}>")
 
 
 def _count(value: object, low: int) -> bool:
@@ -250,7 +280,7 @@ def _check_lifecycle(suspend_after: object, activation_delay: object, monitor_in
         raise ConfigurationError(f"monitor_interval must be a number of seconds > 0, not {monitor_interval!r}")
 
 
-_ENDPOINTS = ("direct", "pooled", "both")
+_ENDPOINTS = ("direct", "pooled", "both", "http", "all")
 
 
 def _endpoint(name: str) -> str:

@@ -1,8 +1,9 @@
 """The local compute's child process: scale-to-zero proxy, lifecycle and monitor.
 
 Run by ``LocalCompute`` as ``python -m neon_notebook.local.daemon CONFIG_JSON``.
-It owns PostgreSQL and PgBouncer, listens on the direct and pooled TCP ports,
-and takes commands as JSON lines on stdin (one JSON reply per line on stdout).
+It owns PostgreSQL and PgBouncer, listens on the direct and pooled TCP ports
+and on the HTTP port (Neon's ``/sql`` and WebSocket endpoints, ``httpd``), and takes
+commands as JSON lines on stdin (one JSON reply per line on stdout).
 When stdin closes without a ``close`` command (its parent died) it shuts
 everything down, removes the parent's temporary directory and exits quietly, so
 a dead notebook kernel leaves no server and no files behind.
@@ -25,9 +26,11 @@ from pathlib import Path
 from ..errors import LocalComputeError
 from . import scram, wire
 from .binaries import PGBOUNCER_INSTALL_HINT
+from .httpd import HttpEndpoint
 from .pgbouncer import PgBouncer
 from .postgres import Postgres
 from .relay import Tap, TappedSocket, relay, relay_faulty
+from .sqlhttp import Limits
 
 log = logging.getLogger("neon_notebook.local")
 
@@ -362,10 +365,17 @@ def _endpoints(compute: Compute, run_dir: Path) -> tuple[Endpoint, Endpoint]:
         f"{PGBOUNCER_INSTALL_HINT}, or use the direct URL"))
 
 
-def _commands(compute: Compute, direct: Endpoint, pooled: Endpoint) -> dict:
+def _http_endpoint(compute: Compute, direct: Endpoint, pooled: Endpoint, cfg: dict) -> HttpEndpoint:
+    limits = Limits(cfg.get("http_max_request_bytes", 10 << 20), cfg.get("http_max_response_bytes", 10 << 20))
+    return HttpEndpoint(compute, Faults(), {direct.port: direct.backend, pooled.port: pooled.backend},
+                        direct.backend, pooled.missing, limits)
+
+
+def _commands(compute: Compute, direct: Endpoint, pooled: Endpoint, http: HttpEndpoint) -> dict:
     """The parent's commands, by name: each takes the message and returns a result or None."""
-    def chosen(msg: dict) -> list[Endpoint]:
-        return {"direct": [direct], "pooled": [pooled], "both": [direct, pooled]}[msg["endpoint"]]
+    def chosen(msg: dict) -> list:
+        return {"direct": [direct], "pooled": [pooled], "both": [direct, pooled], "http": [http],
+                "all": [direct, pooled, http]}[msg["endpoint"]]
 
     def set_cut(msg: dict) -> None:
         for endpoint in chosen(msg):
@@ -410,13 +420,14 @@ def main(argv: list[str]) -> None:
     try:
         compute = Compute(cfg)
         direct, pooled = _endpoints(compute, Path(cfg["run_dir"]))
+        http = _http_endpoint(compute, direct, pooled, cfg)
     except Exception as exc:
         log.exception("start-up failed")
         if not _send(out, {"error": f"{type(exc).__name__}: {exc}"}):
             _orphaned(cfg)
         return
 
-    for target in (direct.serve, pooled.serve, compute.monitor):
+    for target in (direct.serve, pooled.serve, http.serve, compute.monitor):
         threading.Thread(target=target, daemon=True).start()
     if cfg.get("start_active"):
         compute.ensure_active()
@@ -424,15 +435,17 @@ def main(argv: list[str]) -> None:
     def shutdown(*_: object) -> None:
         direct.close()
         pooled.close()
+        http.close()
         compute.close()
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, shutdown)
-    hello = {"ready": True, "direct_port": direct.port, "pooled_port": pooled.port,
+    hello = {"ready": True, "direct_port": direct.port, "pooled_port": pooled.port, "http_port": http.port,
              "server_conninfo": compute.postgres.conninfo}
-    closed = _send(out, hello) and _serve_parent(out, compute, _commands(compute, direct, pooled))
+    closed = _send(out, hello) and _serve_parent(out, compute, _commands(compute, direct, pooled, http))
     direct.close()
     pooled.close()
+    http.close()
     compute.close()
     if not (closed and _send(out, {"ok": True, "closed": True})):
         log.info("the owning process went away: stopped, removing %s", cfg.get("tmp_dir"))

@@ -86,6 +86,7 @@ class PgConnection:
         self._deadline: float | None = None
         self.backend_key: bytes | None = None
         self.params: dict[str, str] = {}
+        self._prepared: set[str] = set()
         try:
             self.sock.connect(str(path))
             self.sock.settimeout(None)
@@ -195,6 +196,16 @@ class PgConnection:
             raise ConnectionLost(f"unexpected message {chr(kind)!r} after Describe")
         return Query(self, columns, params)
 
+    def fetch(self, name: str, sql: str, params: Sequence[str | None]) -> list[list[bytes | None]]:
+        """Run ``sql`` as the named statement ``name`` (parsed once per connection): the rows.
+
+        A named statement leaves the unnamed one, described and not yet bound, in place.
+        """
+        if name not in self._prepared:
+            self.sock.sendall(_message(b"P", _cstr(name) + _cstr(sql) + b"\0\0"))
+            self._prepared.add(name)
+        return list(Query(self, [], params, name).rows())
+
     def simple(self, sql: str) -> None:
         """Run one simple-protocol query whose result is not needed (START TRANSACTION, COMMIT)."""
         self.sock.sendall(_message(b"Q", _cstr(sql)))
@@ -233,15 +244,16 @@ class PgConnection:
 class Query:
     """A described statement: ``columns`` now, ``rows()`` to bind and run it, then ``tag``."""
 
-    def __init__(self, conn: PgConnection, columns: list[Column], params: Sequence[str | None]) -> None:
-        self.conn, self.columns, self.params = conn, columns, params
+    def __init__(self, conn: PgConnection, columns: list[Column], params: Sequence[str | None],
+                 statement: str = "") -> None:
+        self.conn, self.columns, self.params, self.statement = conn, columns, params, statement
         self.tag: str | None = None
         """The CommandComplete tag; None after an EmptyQueryResponse."""
 
     def rows(self) -> Iterator[list[bytes | None]]:
         """Bind + Execute + Sync, and yield each DataRow's values (None for NULL)."""
         conn = self.conn
-        bind = bytearray(b"\0\0" + struct.pack("!hh", 1, 0) + struct.pack("!h", len(self.params)))
+        bind = bytearray(b"\0" + _cstr(self.statement) + struct.pack("!hh", 1, 0) + struct.pack("!h", len(self.params)))
         for value in self.params:
             if value is None:
                 bind += struct.pack("!i", -1)
@@ -265,7 +277,7 @@ class Query:
                 if error is not None:
                     raise error
                 return
-            # BindComplete, EmptyQueryResponse, PortalSuspended, notices: nothing to keep
+            # ParseComplete, BindComplete, EmptyQueryResponse, PortalSuspended, notices: nothing to keep
 
 
 def _row_description(body: bytes) -> list[Column]:
