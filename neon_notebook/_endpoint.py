@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import quote
 
-from psycopg.conninfo import make_conninfo
-
 from ._redact import MASK, SECRET_PARAMS
 
 __all__ = ["DEFAULT_PORT", "Endpoint", "is_local", "is_neon", "neon_host", "summary"]
@@ -70,7 +68,10 @@ class Endpoint:
 
         ``overrides`` replace or add libpq parameters (None drops one); a float
         ``connect_timeout`` is rounded up to the whole seconds libpq expects.
+        Needs psycopg (only a libpq connection uses a conninfo string).
         """
+        from psycopg.conninfo import make_conninfo
+
         values: dict[str, object] = {
             "host": self.host,
             "port": self.port,

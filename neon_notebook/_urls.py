@@ -9,24 +9,25 @@
 - a malformed URL fails at once with a ``ConfigurationError`` that says what is
   wrong, shown with its password masked.
 
-libpq itself parses what remains (``psycopg.conninfo.conninfo_to_dict``), so
-percent-decoding and parameter names are exactly libpq's.
+What remains is parsed as libpq parses a URI (``conninfo_uri_parse_options`` in
+libpq's fe-connect.c, rewritten here so that no driver is needed, as in Pyodide):
+the same percent-decoding, parameter names, results and error messages as
+``psycopg.conninfo.conninfo_to_dict``. The parameter names are asked of the
+installed libpq when psycopg is there, else libpq 18's.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from urllib.parse import unquote
-
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from ._endpoint import DEFAULT_PORT, Endpoint, is_local, is_neon, is_pooler_host
 from ._redact import redact, redact_url
 from .errors import ConfigurationError
 
-__all__ = ["parse_url"]
+__all__ = ["LIBPQ_KEYWORDS", "libpq_uri", "parse_url"]
 
 _SCHEMES = ("postgresql://", "postgres://")
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -93,12 +94,12 @@ def parse_url(url: str, source: str, *, known_direct: bool) -> tuple[Endpoint, d
         elif key not in _PRISMA_IGNORED:
             kept.append(piece)
     try:
-        parts = conninfo_to_dict("postgresql://" + base + ("?" + "&".join(kept) if kept else ""))
-    except psycopg.ProgrammingError as exc:
-        raise fail(_explain_libpq(str(exc), raw_password)) from None
+        parts = libpq_uri("postgresql://" + base + ("?" + "&".join(kept) if kept else ""))
     except UnicodeDecodeError:
         raise fail("a %-escape does not decode to UTF-8 text (such as %ff); percent-encode the "
                    "UTF-8 bytes of each character ('é' is %C3%A9).") from None
+    except ValueError as exc:
+        raise fail(_explain_libpq(str(exc), raw_password)) from None
 
     host = parts.pop("host", "")
     port = parts.pop("port", str(DEFAULT_PORT))
@@ -123,6 +124,142 @@ def parse_url(url: str, source: str, *, known_direct: bool) -> tuple[Endpoint, d
         params=parts,
     )
     return endpoint, _prisma_settings(prisma, fail)
+
+
+def libpq_uri(uri: str) -> dict[str, str]:
+    """The libpq parameters a ``postgresql://`` URI sets, as ``conninfo_to_dict`` gives them.
+
+    Raises ``ValueError`` with libpq's message for what libpq refuses, and
+    ``UnicodeDecodeError`` for a value whose bytes are not UTF-8, as psycopg does.
+    """
+    buf = uri.encode().split(b"\0", 1)[0]  # libpq reads a C string
+    keywords = _libpq_keywords()
+    found: dict[str, bytes] = {}
+    p = buf.index(b"://") + 3
+    end = len(buf)
+
+    def scan(start: int, stops: bytes) -> int:
+        while start < end and buf[start] not in stops:
+            start += 1
+        return start
+
+    at = scan(p, b"@/")
+    if at < end and buf[at] == ord("@"):
+        colon = scan(p, b":@")
+        if colon > p:
+            found["user"] = _libpq_decode(buf[p:colon])
+        if buf[colon] == ord(":") and at > colon + 1:
+            found["password"] = _libpq_decode(buf[colon + 1 : at])
+        p = at + 1
+    hosts, ports = [], []
+    while True:
+        if p < end and buf[p] == ord("["):
+            close = scan(p + 1, b"]")
+            if close == end:
+                raise _libpq_error('end of string reached when looking for matching "]" in IPv6 host address '
+                                   'in URI: "%s"', buf)
+            if close == p + 1:
+                raise _libpq_error('IPv6 host address may not be empty in URI: "%s"', buf)
+            hosts.append(buf[p + 1 : close])
+            p = close + 1
+            if p < end and buf[p] not in b":/?,":
+                raise ValueError(f'unexpected character "{buf[p : p + 1].decode(errors="replace")}" at position '
+                                 f'{p + 1} in URI (expected ":" or "/"): "{buf.decode(errors="replace")}"')
+        else:
+            stop = scan(p, b":/?,")
+            hosts.append(buf[p:stop])
+            p = stop
+        if p < end and buf[p] == ord(":"):
+            stop = scan(p + 1, b"/?,")
+            ports.append(buf[p + 1 : stop])
+            p = stop
+        if p == end or buf[p] != ord(","):
+            break
+        p += 1
+        hosts.append(b",")
+        ports.append(b",")
+    if b"".join(hosts):
+        found["host"] = _libpq_decode(b"".join(hosts))
+    if b"".join(ports):
+        found["port"] = _libpq_decode(b"".join(ports))
+    if p < end and buf[p] != ord("?"):
+        stop = scan(p + 1, b"?")
+        if stop > p + 1:
+            found["dbname"] = _libpq_decode(buf[p + 1 : stop])
+        p = stop
+    if p < end:
+        _libpq_params(buf[p + 1 :], keywords, found)
+    return {k: found[k].decode() for k in keywords if k in found}
+
+
+def _libpq_params(params: bytes, keywords: tuple[str, ...], found: dict[str, bytes]) -> None:
+    """The ``key=value&...`` part of a URI into ``found``, as ``conninfo_uri_parse_params`` reads it."""
+    while params:
+        piece, _, params = params.partition(b"&")
+        raw_key, equals, raw_value = piece.partition(b"=")
+        if b"=" in raw_value:
+            raise _libpq_error('extra key/value separator "=" in URI query parameter: "%s"', raw_key)
+        if not equals:
+            raise _libpq_error('missing key/value separator "=" in URI query parameter: "%s"', raw_key)
+        key, value = _libpq_decode(raw_key), _libpq_decode(raw_value)
+        if key == b"ssl" and value == b"true":  # JDBC's spelling
+            key, value = b"sslmode", b"require"
+        elif key == b"requiressl":
+            key, value = b"sslmode", b"require" if value[:1] == b"1" else b"prefer"
+        name = key.decode(errors="replace")
+        if name not in keywords:
+            raise _libpq_error('invalid URI query parameter: "%s"', key)
+        found[name] = value
+
+
+def _libpq_decode(raw: bytes) -> bytes:
+    """libpq's ``conninfo_uri_decode``: %-escapes to bytes; a raw space, a bad escape or %00 is refused."""
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        c = raw[i]
+        if c == ord("%"):
+            pair = raw[i + 1 : i + 3]
+            if not re.fullmatch(rb"[0-9A-Fa-f]{2}", pair):
+                raise _libpq_error('invalid percent-encoded token: "%s"', raw)
+            if pair == b"00":
+                raise _libpq_error('forbidden value %%00 in percent-encoded value: "%s"', raw)
+            out.append(int(pair, 16))
+            i += 3
+            continue
+        if c == ord(" "):
+            raise _libpq_error('unexpected spaces found in "%s", use percent-encoded spaces (%%20) instead', raw)
+        out.append(c)
+        i += 1
+    return bytes(out)
+
+
+def _libpq_error(template: str, value: bytes) -> ValueError:
+    return ValueError(template % value.decode(errors="replace"))
+
+
+#: libpq 18's connection parameters, in its order: the names where libpq cannot be asked.
+LIBPQ_KEYWORDS = (
+    "service", "user", "password", "passfile", "channel_binding", "connect_timeout", "dbname", "host",
+    "hostaddr", "port", "client_encoding", "options", "application_name", "fallback_application_name",
+    "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+    "sslmode", "sslnegotiation", "sslcompression", "sslcert", "sslkey", "sslcertmode", "sslpassword",
+    "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "requirepeer", "require_auth", "min_protocol_version",
+    "max_protocol_version", "ssl_min_protocol_version", "ssl_max_protocol_version", "gssencmode",
+    "krbsrvname", "gsslib", "gssdelegation", "replication", "target_session_attrs", "load_balance_hosts",
+    "scram_client_key", "scram_server_key", "oauth_issuer", "oauth_client_id", "oauth_client_secret",
+    "oauth_scope", "sslkeylogfile",
+)
+
+
+@functools.cache
+def _libpq_keywords() -> tuple[str, ...]:
+    """The connection parameters the installed libpq knows (through psycopg), else ``LIBPQ_KEYWORDS``."""
+    try:
+        from psycopg import pq
+    except ImportError:
+        return LIBPQ_KEYWORDS
+    return tuple(option.keyword.decode() for option in pq.Conninfo.get_defaults())
 
 
 def _decode(raw: str, fail: _Fail) -> str:

@@ -37,6 +37,9 @@ driver counterpart is also that driver class (a lost connection is still a
         │                          what was asked (neon_notebook.local)
         └── BinariesNotFound       a server binary it needs is not installed
 
+    SQLError                       (also psycopg.DatabaseError) what the server said about
+                                   the SQL, over HTTP where psycopg is not installed
+
     NeonWarning                    (UserWarning) base of this package's warnings
     ├── TypeFallbackWarning        a column is returned as text: its values do not fit
     │                              the type TYPES.md names
@@ -49,7 +52,18 @@ directory or in a missing folder).
 
 What the server reports about the SQL itself (a syntax error, an unknown table, a
 cancelled statement...) is not ours to rename: it comes through as psycopg's own
-class (``psycopg.errors.UndefinedTable``...), with its SQLSTATE and position.
+class (``psycopg.errors.UndefinedTable``...), with its SQLSTATE and position, on
+every transport (``sql_error`` makes it from the fields an HTTP response carries).
+Only where psycopg is not installed (Pyodide) is it a ``SQLError``, with the same
+``sqlstate`` and ``diag`` attributes (``Diagnostic``: psycopg's names), so code that
+reads them runs in both places. Neither is a ``NeonError``: like the driver's, they
+are told transient or not by ``_translate.classify``.
+
+psycopg is optional. Where it is not installed (Pyodide), the classes above keep
+their place in the tree but their driver bases are stand-ins of the same names
+defined here (``Error``, ``DatabaseError``, ``OperationalError``, ``DataError``,
+``NotSupportedError``, ``InternalError``, ``PoolTimeout``); where it is, those
+names are psycopg's and psycopg_pool's own classes.
 
 Driver and OS errors are translated in one place, ``neon_notebook._translate``, at
 each boundary (connecting, borrowing a connection, reading). Errors that wrap a
@@ -60,8 +74,41 @@ that raises them scrubs it with ``neon_notebook._redact.redact``.
 
 from __future__ import annotations
 
-import psycopg
-import psycopg_pool
+from dataclasses import astuple, dataclass, fields
+
+try:
+    import psycopg
+    from psycopg import DatabaseError, DataError, Error, InternalError, NotSupportedError, OperationalError
+except ImportError:  # Pyodide: no libpq, no psycopg
+    psycopg = None
+
+    class Error(Exception):  # type: ignore[no-redef]
+        """Stands for ``psycopg.Error`` where psycopg is not installed."""
+
+        sqlstate: str | None = None
+
+    class DatabaseError(Error):  # type: ignore[no-redef]
+        """Stands for ``psycopg.DatabaseError`` where psycopg is not installed."""
+
+    class OperationalError(DatabaseError):  # type: ignore[no-redef]
+        """Stands for ``psycopg.OperationalError`` where psycopg is not installed."""
+
+    class DataError(DatabaseError):  # type: ignore[no-redef]
+        """Stands for ``psycopg.DataError`` where psycopg is not installed."""
+
+    class NotSupportedError(DatabaseError):  # type: ignore[no-redef]
+        """Stands for ``psycopg.NotSupportedError`` where psycopg is not installed."""
+
+    class InternalError(DatabaseError):  # type: ignore[no-redef]
+        """Stands for ``psycopg.InternalError`` where psycopg is not installed."""
+
+try:
+    from psycopg_pool import PoolTimeout
+except ImportError:
+
+    class PoolTimeout(OperationalError):  # type: ignore[no-redef]
+        """Stands for ``psycopg_pool.PoolTimeout`` where psycopg_pool is not installed."""
+
 
 __all__ = [
     "BinariesNotFound",
@@ -69,6 +116,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "DecodeError",
+    "Diagnostic",
     "LocalComputeError",
     "NeonError",
     "NeonWarning",
@@ -76,6 +124,7 @@ __all__ = [
     "PermanentConnectError",
     "PoolExhausted",
     "ResultInterrupted",
+    "SQLError",
     "SessionClosed",
     "SessionSettingWarning",
     "SessionStateRefused",
@@ -84,6 +133,7 @@ __all__ = [
     "UnsupportedStatement",
     "WakeTimeout",
     "WriteInterrupted",
+    "sql_error",
 ]
 
 
@@ -95,7 +145,7 @@ class ConfigurationError(NeonError, ValueError):
     """A URL or parameter is malformed; the message says what is wrong and how to fix it."""
 
 
-class ConnectError(NeonError, psycopg.OperationalError):
+class ConnectError(NeonError, OperationalError):
     """No working connection could be obtained."""
 
 
@@ -121,7 +171,7 @@ class WakeTimeout(ConnectError):
         )
 
 
-class PoolExhausted(ConnectError, psycopg_pool.PoolTimeout):
+class PoolExhausted(ConnectError, PoolTimeout):
     """Every pooled connection stayed busy for pool_timeout seconds (or the calling thread holds them all)."""
 
     def __init__(
@@ -138,7 +188,7 @@ class PoolExhausted(ConnectError, psycopg_pool.PoolTimeout):
         )
 
 
-class ResultInterrupted(NeonError, psycopg.OperationalError):
+class ResultInterrupted(NeonError, OperationalError):
     """A read lost its connection after rows had arrived; the partial result was discarded."""
 
     def __init__(self, message: str = "", *, rows: int | None = None) -> None:
@@ -151,7 +201,7 @@ class ResultInterrupted(NeonError, psycopg.OperationalError):
         )
 
 
-class WriteInterrupted(NeonError, psycopg.OperationalError):
+class WriteInterrupted(NeonError, OperationalError):
     """A write lost its connection before it committed: nothing was written."""
 
     def __init__(self, message: str = "", *, rows: int | None = None) -> None:
@@ -163,28 +213,28 @@ class SessionClosed(ConnectError):
     """The session, or the pool a connection was asked of, has been closed."""
 
 
-class CommitUncertain(NeonError, psycopg.OperationalError):
+class CommitUncertain(NeonError, OperationalError):
     """The connection was lost after the work may have committed (a read's text, a write's
     COMMIT whose outcome could not be learnt); it was not re-run."""
 
 
-class UnrepresentableValue(NeonError, psycopg.DataError):
+class UnrepresentableValue(NeonError, DataError):
     """A value that the column's Arrow type cannot hold without losing information."""
 
 
-class OutputSettingChanged(NeonError, psycopg.DataError):
+class OutputSettingChanged(NeonError, DataError):
     """The text changed an output setting so that a column's values cannot be read exactly."""
 
 
-class SessionStateRefused(NeonError, psycopg.NotSupportedError):
+class SessionStateRefused(NeonError, NotSupportedError):
     """A statement would leave session state on a pooler's shared server connection; not run."""
 
 
-class UnsupportedStatement(NeonError, psycopg.NotSupportedError):
+class UnsupportedStatement(NeonError, NotSupportedError):
     """A statement a read cannot run (``COPY ... FROM STDIN``...); the message says what to do."""
 
 
-class DecodeError(NeonError, psycopg.InternalError):
+class DecodeError(NeonError, InternalError):
     """The server's rows did not match their description (row count, value layout): a bug."""
 
 
@@ -206,3 +256,73 @@ class TypeFallbackWarning(NeonWarning):
 
 class SessionSettingWarning(NeonWarning):
     """A plain ``SET`` on the pooled endpoint was run as ``SET LOCAL`` (it lasts for the read)."""
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """What the server reported about an error, by the names of ``psycopg.errors.Diagnostic`` (text or None)."""
+
+    severity: str | None = None
+    severity_nonlocalized: str | None = None
+    sqlstate: str | None = None
+    message_primary: str | None = None
+    message_detail: str | None = None
+    message_hint: str | None = None
+    statement_position: str | None = None  # 1-based, in characters, as text (as psycopg gives it)
+    internal_position: str | None = None
+    internal_query: str | None = None
+    context: str | None = None
+    schema_name: str | None = None
+    table_name: str | None = None
+    column_name: str | None = None
+    datatype_name: str | None = None
+    constraint_name: str | None = None
+    source_file: str | None = None
+    source_line: str | None = None
+    source_function: str | None = None
+
+
+class SQLError(DatabaseError):
+    """An error the server reported about the SQL, where psycopg is not installed to name its class.
+
+    ``sqlstate`` and ``diag`` read as a psycopg error's do; ``position`` is the
+    1-based character offset in the statement the server pointed at, or None.
+    """
+
+    def __init__(self, message: str = "", *, diag: Diagnostic | None = None) -> None:
+        self._diagnostic = diag or Diagnostic()
+        super().__init__(message or self._diagnostic.message_primary or "the server reported an error")
+        self.sqlstate = self._diagnostic.sqlstate
+
+    @property
+    def diag(self) -> Diagnostic:  # type: ignore[override]
+        """The fields of the server's report."""
+        return self._diagnostic
+
+    @property
+    def position(self) -> int | None:
+        """``diag.statement_position`` as a number, None when the server named no position."""
+        text = self.diag.statement_position
+        return int(text) if text and text.isdigit() else None
+
+
+def sql_error(diag: Diagnostic, message: str | None = None) -> Error:
+    """The error for a server's error report: psycopg's class for its SQLSTATE, else a ``SQLError``.
+
+    ``message`` (default: the primary message) is the error's text. A psycopg
+    error made here has ``sqlstate`` and ``diag`` as if libpq had received the report.
+    """
+    text = message or diag.message_primary or "the server reported an error"
+    if psycopg is None:
+        return SQLError(text, diag=diag)
+    from psycopg.errors import get_base_exception, lookup
+    from psycopg.pq import DiagnosticField
+
+    code = diag.sqlstate or ""
+    try:
+        cls = lookup(code)
+    except KeyError:
+        cls = get_base_exception(code)
+    info = {DiagnosticField[f.name.upper()]: value.encode()
+            for f, value in zip(fields(diag), astuple(diag)) if value is not None}
+    return cls(text, info=info)
