@@ -7,7 +7,8 @@ disabled endpoint), back off with jitter, and give up at a deadline.
 
 What an error means (transient or not, and why in plain words) is
 ``_translate.classify``'s to say, and the error raised in the end is
-``_translate.connect_error``'s: this module only paces the attempts.
+``_translate.connect_error``'s: this module only paces the attempts. It imports
+without psycopg (Pyodide); ``_translate`` loads when an attempt fails.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import psycopg
+from .errors import Error, NeonError
 
-from ._translate import Verdict, classify, connect_error
-from .errors import NeonError
+if TYPE_CHECKING:
+    from ._translate import Verdict
 
 __all__ = ["Attempts", "Backoff", "Deadline", "retry_call"]
 
@@ -111,7 +112,8 @@ def retry_call(
     timeout) left, so it ends by the deadline; only an attempt started with less
     than that left (the previous one ran long) may end up to 2 s after it. Both come
     ``from`` the driver error, with ``secrets`` scrubbed from their text.
-    Exceptions that are not psycopg or OS errors pass through untouched.
+    Exceptions that are not driver errors (``errors.Error``: psycopg's, or its
+    stand-in without psycopg) or OS errors pass through untouched.
     Delays space the starts of attempts, so an attempt that timed out after
     waiting is retried at once. ``give_up(exc, verdict)`` sees each transient
     failure and may raise to end the retries (a policy beyond the deadline);
@@ -126,9 +128,11 @@ def retry_call(
         started = deadline.elapsed
         try:
             return fn(deadline.clamp(attempt_timeout))
-        except (psycopg.Error, OSError) as exc:
+        except (Error, OSError) as exc:
             if isinstance(exc, NeonError):
                 raise
+            from ._translate import classify, connect_error
+
             verdict = classify(exc)
             if not verdict.transient:
                 raise connect_error(exc, verdict, secrets=secrets) from exc
