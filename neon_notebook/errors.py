@@ -62,8 +62,8 @@ are told transient or not by ``_translate.classify``.
 psycopg is optional. Where it is not installed (Pyodide), the classes above keep
 their place in the tree but their driver bases are stand-ins of the same names
 defined here (``Error``, ``DatabaseError``, ``OperationalError``, ``DataError``,
-``NotSupportedError``, ``InternalError``, ``PoolTimeout``); where it is, those
-names are psycopg's and psycopg_pool's own classes.
+``NotSupportedError``, ``InternalError``, ``ProgrammingError``, ``PoolTimeout``);
+where it is, those names are psycopg's and psycopg_pool's own classes.
 
 Driver and OS errors are translated in one place, ``neon_notebook._translate``, at
 each boundary (connecting, borrowing a connection, reading). Errors that wrap a
@@ -78,7 +78,8 @@ from dataclasses import astuple, dataclass, fields
 
 try:
     import psycopg
-    from psycopg import DatabaseError, DataError, Error, InternalError, NotSupportedError, OperationalError
+    from psycopg import (DatabaseError, DataError, Error, InternalError, NotSupportedError, OperationalError,
+                         ProgrammingError)
 except ImportError:  # Pyodide: no libpq, no psycopg
     psycopg = None
 
@@ -101,6 +102,9 @@ except ImportError:  # Pyodide: no libpq, no psycopg
 
     class InternalError(DatabaseError):  # type: ignore[no-redef]
         """Stands for ``psycopg.InternalError`` where psycopg is not installed."""
+
+    class ProgrammingError(DatabaseError):  # type: ignore[no-redef]
+        """Stands for ``psycopg.ProgrammingError`` where psycopg is not installed."""
 
 try:
     from psycopg_pool import PoolTimeout

@@ -20,13 +20,14 @@ surveyed the values -- all of them for ``read_*``, the first batch for
 streams -- and :meth:`Kind.apply` then converts, raising
 :class:`UnrepresentableValue` rather than losing digits.
 
-Arrow and numpy only (psycopg's array parser is handed in by the catalog,
-and libpq unescapes ``bytea_output = escape``); the error classes load on
-first use.
+Arrow and numpy only, no psycopg (an HTTP transport decodes in Pyodide):
+arrays are split by :func:`._arrays.load_array` unless the catalog hands in
+psycopg's parser; the error classes load on first use.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -34,13 +35,14 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
+from ._arrays import load_array
 from ._lazy import lazy_module
 from ._registry import PgType
 from ._text import arrow_timezone, date_value, first_long_interval, hex_decode, temporal_from_text, \
     timestamp_value, validity_buffer
 
 pc = lazy_module("pyarrow.compute")
-errors = lazy_module("neon_notebook.errors")  # with psycopg, which decoding does not need
+errors = lazy_module("neon_notebook.errors")
 
 _DECIMAL128_MAX_PRECISION = 38
 _DECIMAL256_MAX_PRECISION = 76
@@ -119,7 +121,7 @@ class Number(Kind):
 
 
 class Bytea(Kind):
-    """bytea from ``hex`` output; ``escape`` output (set by the query text itself) through libpq."""
+    """bytea from ``hex`` output, or ``escape`` output (set by the query text itself)."""
 
     pgname = "bytea"
     arrow_type = pa.binary()
@@ -131,11 +133,23 @@ class Bytea(Kind):
     def from_text(self, arr: pa.Array) -> pa.Array:
         if not self.escape:
             return hex_decode(arr)
-        from psycopg import pq
+        return pa.array([None if v is None else unescape_bytea(v) for v in arr.to_pylist()], pa.binary())
 
-        unescape = pq.Escaping().unescape_bytea
-        return pa.array([None if v is None else unescape(v.encode()) for v in arr.to_pylist()],
-                        pa.binary())
+
+_BYTEA_ESCAPE = re.compile(rb"\\([0-3][0-7]{2}|\\)?")
+
+
+def unescape_bytea(text: str) -> bytes:
+    """bytea's ``escape`` output as bytes, as libpq's ``PQunescapeBytea`` reads it.
+
+    ``\\\\`` is a backslash, ``\\ooo`` an octal byte; a backslash before anything
+    else is dropped (the server never writes one).
+    """
+    def byte(match: re.Match[bytes]) -> bytes:
+        code = match[1]
+        return b"" if code is None else b"\\" if code == b"\\" else bytes([int(code, 8)])
+
+    return _BYTEA_ESCAPE.sub(byte, text.encode())
 
 
 class Date(Kind):
@@ -377,9 +391,9 @@ class Array(Kind):
 
     deferred = True
 
-    def __init__(self, element: Kind, loader: Callable[[bytes], Any], encoding: str = "utf-8"):
+    def __init__(self, element: Kind, loader: Callable[[bytes], Any] = load_array, encoding: str = "utf-8"):
         self.element = element
-        self.load = loader  # psycopg's text[] parser: quoting and escapes done right
+        self.load = loader  # a text[] parser: quoting and escapes done right
         self.encoding = encoding  # the loader decodes with the connection's encoding
         self.pgname = f"{element.pgname}[]"
         self.arrow_type = pa.list_(element.arrow_type)
