@@ -211,7 +211,12 @@ class PgConnection:
         self.sock.sendall(_message(b"Q", _cstr(sql)))
         error = None
         while True:
-            kind, body = self._read()
+            try:
+                kind, body = self._read()
+            except ConnectionLost:
+                if error is not None:
+                    raise error from None
+                raise
             if kind == 0x45 and error is None:
                 error = parse_error(body)
             elif kind == 0x5A:
@@ -265,7 +270,12 @@ class Query:
                           + _message(b"S"))
         error = None
         while True:
-            kind, body = conn._read()
+            try:
+                kind, body = conn._read()
+            except ConnectionLost:
+                if error is not None:  # a FATAL error (shutdown, terminated backend) ends the connection
+                    raise error from None
+                raise
             if kind == 0x44:  # DataRow
                 if error is None:
                     yield _data_row(body)

@@ -203,6 +203,13 @@ class QueryData:
     array_mode: bool | None
 
 
+# Python's json messages in serde_json's words (the ones a client is likely to meet).
+_SERDE_MESSAGES = {"Expecting value": "expected value", "Extra data": "trailing characters",
+                   "Expecting property name enclosed in double quotes": "key must be a string",
+                   "Unterminated string starting at": "EOF while parsing a string",
+                   "Expecting ',' delimiter": "expected `,` or `}`", "Expecting ':' delimiter": "expected `:`"}
+
+
 def _no_constant(name: str) -> float:
     raise ValueError(f"expected value, found {name}")
 
@@ -212,7 +219,8 @@ def parse_payload(body: bytes) -> QueryData | list[QueryData]:
     try:
         value = json.loads(body, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        raise SqlError(400, f"could not parse the HTTP request body: {exc.msg[0].lower()}{exc.msg[1:]} "
+        msg = _SERDE_MESSAGES.get(exc.msg.split(":")[0], exc.msg.lower())
+        raise SqlError(400, f"could not parse the HTTP request body: {msg} "
                             f"at line {exc.lineno} column {exc.colno}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise SqlError(400, f"could not parse the HTTP request body: {exc}") from None
