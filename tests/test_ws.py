@@ -317,6 +317,28 @@ def test_startup_parameters_forwarded_as_neon_does(lc):
     expect_close_after_terminate(ws)
 
 
+def test_later_minor_version_is_negotiated_down(lc):
+    ws = Ws(lc)
+    body = b"\0\3\0\2" + b"user\0postgres\0database\0postgres\0_pq_.feature\0on\0\0"
+    ws.send(struct.pack("!i", len(body) + 4) + body + msg(b"p", password(lc).encode() + b"\0"))
+    assert ws.data() == msg(b"v", struct.pack("!ii", 3 << 16, 1) + b"_pq_.feature\0")
+    assert ws.data() == AUTH_CLEARTEXT
+    assert ws.data().startswith(AUTH_OK)
+    expect_close_after_terminate(ws)
+
+
+def test_other_roles_are_checked_by_postgres(lc):
+    with psycopg.connect(lc.direct_url, autocommit=True) as conn:
+        conn.execute("drop role if exists ws_bob")
+        conn.execute("create role ws_bob login password 'bob-secret'")
+    ws, _ = connect(lc, "select current_user", user="ws_bob", pw="bob-secret")
+    assert rows(until_ready(ws)) == [["ws_bob"]]
+    expect_close_after_terminate(ws)
+    ws, answer = connect(lc, "select 1", user="ws_bob", pw="wrong")
+    assert error_fields(answer)["M"] == "password authentication failed for user 'ws_bob'"
+    assert ws.frame()[0] == 8
+
+
 def test_compute_params():
     assert compute_params({"user": "u", "database": "d", "TimeZone": "UTC", "replication": "false"}) == {
         "client_encoding": "UTF8", "user": "u", "database": "d", "replication": "false"}

@@ -17,6 +17,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -61,10 +62,27 @@ def serve(client_sock: socket.socket, request: Any, endpoint: Any) -> None:
         except _Refused as exc:
             ws.sendall(exc.raw)
             ws.close()
+            _await_close(ws)
     except (FrameError, wire.ProtocolError, OSError):
         pass  # a text frame, a framing fault or a vanished client: dropped, as Neon does
     finally:
         client_sock.close()
+
+
+def _await_close(ws: WsStream) -> None:
+    """Read (and drop) what the client still sends until its Close answer, for at most ``_CLOSE_WAIT``.
+
+    Closing a socket with unread bytes (a pipelined Query behind a refused
+    password) would reset the connection and could lose the error in flight.
+    """
+    deadline = time.monotonic() + _CLOSE_WAIT
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            ws.sock.settimeout(left)
+            if not ws.recv(_CHUNK):
+                return
+    except (FrameError, wire.ProtocolError, OSError):
+        pass
 
 
 def _backend(query: str, endpoint: Any) -> Path | None:
