@@ -415,6 +415,25 @@ def cancel(lc, pid: int, key: int) -> None:
     assert canceller.frame() is None  # nothing is said about a cancel
 
 
+def test_open_transaction_keeps_the_compute_awake_then_idle_suspends(make_compute):
+    c = make_compute(suspend_after=0.8, start_active=True)
+    ws, _ = connect(c, "begin")
+    until_ready(ws)
+    time.sleep(1.2)  # idle in transaction past suspend_after: activity, as over TCP
+    assert (c.state, c.suspensions) == ("active", 0)
+    ws.send(query("commit"))
+    until_ready(ws)
+    got = ws.frame()  # idle now: the monitor suspends the compute, which ends the connection
+    if got is not None and got[0] == 2:
+        assert error_fields(got[1])["C"] == "57P01"
+        got = ws.frame()
+    assert got is not None and got[0] == 8
+    deadline = time.monotonic() + 5  # the counter moves once PostgreSQL has stopped
+    while c.suspensions == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert c.suspensions == 1
+
+
 def test_cancel_request_over_websocket(lc):
     ws, greeting = connect(lc, "select pg_sleep(30)")
     pid, key = backend_key(greeting)

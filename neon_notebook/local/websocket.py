@@ -22,7 +22,7 @@ from collections.abc import Mapping
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 CLOSE_NORMAL = 1000
-MAX_FRAME = 64 << 20  # framed_websockets' default max_message_size
+MAX_FRAME = 64 << 20  # bounds one frame's memory; the driver's frames are a few KB
 _RECV = 1 << 16
 
 
