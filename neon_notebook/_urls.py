@@ -213,24 +213,26 @@ def _libpq_params(params: bytes, keywords: tuple[str, ...], found: dict[str, byt
 
 
 def _libpq_decode(raw: bytes) -> bytes:
-    """libpq's ``conninfo_uri_decode``: %-escapes to bytes; a raw space, a bad escape or %00 is refused."""
+    """libpq's ``conninfo_uri_decode``: %-escapes to bytes, spaces around trimmed; a bad escape,
+    %00 or a space inside is refused."""
     out = bytearray()
-    i = 0
-    while i < len(raw):
-        c = raw[i]
-        if c == ord("%"):
-            pair = raw[i + 1 : i + 3]
-            if not re.fullmatch(rb"[0-9A-Fa-f]{2}", pair):
-                raise _libpq_error('invalid percent-encoded token: "%s"', raw)
-            if pair == b"00":
-                raise _libpq_error('forbidden value %%00 in percent-encoded value: "%s"', raw)
-            out.append(int(pair, 16))
-            i += 3
-            continue
-        if c == ord(" "):
-            raise _libpq_error('unexpected spaces found in "%s", use percent-encoded spaces (%%20) instead', raw)
-        out.append(c)
+    i, end = 0, len(raw)
+    while i < end and raw[i] == 0x20:
         i += 1
+    while i < end and raw[i] != 0x20:
+        if raw[i] != 0x25:  # "%"
+            out.append(raw[i])
+            i += 1
+            continue
+        pair = raw[i + 1 : i + 3]
+        if not re.fullmatch(rb"[0-9A-Fa-f]{2}", pair):
+            raise _libpq_error('invalid percent-encoded token: "%s"', raw)
+        if pair == b"00":
+            raise _libpq_error('forbidden value %%00 in percent-encoded value: "%s"', raw)
+        out.append(int(pair, 16))
+        i += 3
+    if raw[i:].strip(b" "):
+        raise _libpq_error('unexpected spaces found in "%s", use percent-encoded spaces (%%20) instead', raw)
     return bytes(out)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+import psycopg
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 from psycopg.conninfo import conninfo_to_dict
@@ -21,6 +22,7 @@ from neon_notebook._config import (
 )
 from neon_notebook._endpoint import Endpoint, summary
 from neon_notebook._redact import redact, redact_url
+from neon_notebook._urls import LIBPQ_KEYWORDS, libpq_uri
 
 SECRET = "Sup3rS3cret"
 POOLED = "ep-cool-darkness-123456-pooler.c-2.us-east-2.aws.neon.tech"
@@ -137,7 +139,7 @@ def test_the_options_are_declared_once_by_settings():
     import dataclasses
     import inspect
 
-    from neon_notebook.session import connect
+    from neon_notebook._connect import connect
 
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     assert OPTIONS == tuple(fields)[2:]
@@ -397,3 +399,37 @@ def test_endpoint_is_immutable_and_hashable():
     with pytest.raises(TypeError):
         endpoint.params["sslmode"] = "disable"
     assert hash(endpoint) == hash(resolve_only(NEON_URL).pooled)
+
+
+# --- libpq's URI parsing, without libpq -------------------------------------------
+
+def _libpq_reads(parse, uri: str) -> tuple[str, object]:
+    """What a URI parser makes of ``uri``: its parameters (in order), libpq's complaint, or a bad UTF-8 value."""
+    try:
+        return "params", list(parse(uri).items())
+    except UnicodeDecodeError as exc:
+        return "not utf-8", str(exc)
+    except (ValueError, psycopg.ProgrammingError) as exc:
+        return "refused", str(exc).strip()
+
+
+_piece = st.lists(st.sampled_from(["a", "B", "é", " ", "%20", "%41", "%C3%A9", "%ff", "%00", "%zz", "%", ":", ",",
+                                    "[", "]", "::1", "/", "=", "&", "?", "@", "\t", "5432"]), max_size=5).map("".join)
+_keys = st.sampled_from(["sslmode", "host", "port", "user", "dbname", "options", "application_name", "ssl",
+                         "requiressl", "service", "connect_timeout", "foo", "", "%73slmode", "ssl%6dode"])
+_params = st.lists(st.tuples(_keys, st.sampled_from(["=", "", "=="]), _piece), max_size=4).map(
+    lambda ps: "&".join(k + eq + v for k, eq, v in ps))
+
+
+@hsettings(max_examples=400, deadline=None, database=None)
+@given(user=_piece, password=st.none() | _piece, host=_piece, db=st.none() | _piece, query=st.none() | _params,
+       at=st.booleans())
+def test_libpq_uri_reads_urls_as_libpq_does(user, password, host, db, query, at):
+    userinfo = (user + (":" + password if password is not None else "") + "@") if at else ""
+    uri = ("postgresql://" + userinfo + host + ("/" + db if db is not None else "")
+           + ("?" + query if query is not None else ""))
+    assert _libpq_reads(libpq_uri, uri) == _libpq_reads(conninfo_to_dict, uri)
+
+
+def test_libpq_keywords_are_the_installed_libpqs():
+    assert LIBPQ_KEYWORDS == tuple(o.keyword.decode() for o in psycopg.pq.Conninfo.get_defaults())
