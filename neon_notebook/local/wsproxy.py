@@ -8,6 +8,12 @@ nothing); the compute woken and logged in to with SCRAM; AuthenticationOk,
 the backend's ParameterStatus/BackendKeyData/ReadyForQuery in one frame; then
 bytes both ways, whatever the client pipelined first included. The backend's
 EOF (after Terminate, or a suspension) closes the WebSocket with a Close frame.
+
+Chosen differences: the backend is picked by ``?address=``'s port (Neon ignores
+it and takes the endpoint from Host/options); BackendKeyData is the backend's
+own (Neon substitutes its key), so a CancelRequest goes to the backend of its
+``?address=``; roles other than ``postgres`` are checked by PostgreSQL after
+the wake; a refusal ends with a Close frame (Neon drops the TCP connection).
 """
 
 from __future__ import annotations
@@ -96,6 +102,7 @@ def _backend(query: str, endpoint: Any) -> Path | None:
 
 
 def _session(ws: WsStream, query: str, endpoint: Any) -> None:
+    """Start-up, authentication, wake and login, then the pump; ``_Refused`` ends it with an error."""
     compute = endpoint.compute
     code, packet = wire.read_startup(ws)
     backend = _backend(query, endpoint)
