@@ -196,7 +196,7 @@ class PgConnection:
             raise ConnectionLost(f"unexpected message {chr(kind)!r} after Describe")
         return Query(self, columns, params)
 
-    def fetch(self, name: str, sql: str, params: Sequence[str | None]) -> list[list[bytes | None]]:
+    def fetch(self, name: str, sql: str, params: Sequence[str | None]) -> list[list[str | None]]:
         """Run ``sql`` as the named statement ``name`` (parsed once per connection): the rows.
 
         A named statement leaves the unnamed one, described and not yet bound, in place.
@@ -255,8 +255,8 @@ class Query:
         self.tag: str | None = None
         """The CommandComplete tag; None after an EmptyQueryResponse."""
 
-    def rows(self) -> Iterator[list[bytes | None]]:
-        """Bind + Execute + Sync, and yield each DataRow's values (None for NULL)."""
+    def rows(self) -> Iterator[list[str | None]]:
+        """Bind + Execute + Sync, and yield each DataRow's values as text (None for NULL)."""
         conn = self.conn
         bind = bytearray(b"\0" + _cstr(self.statement) + struct.pack("!hh", 1, 0) + struct.pack("!h", len(self.params)))
         for value in self.params:
@@ -302,15 +302,17 @@ def _row_description(body: bytes) -> list[Column]:
     return columns
 
 
-def _data_row(body: bytes) -> list[bytes | None]:
-    (count,) = struct.unpack_from("!h", body)
+def _data_row(body: bytes, _unpack=struct.unpack_from) -> list[str | None]:
+    """A DataRow's values as text (the database encoding is UTF-8), None for NULL."""
+    (count,) = _unpack("!h", body)
     pos, values = 2, []
+    append = values.append
     for _ in range(count):
-        (length,) = struct.unpack_from("!i", body, pos)
+        (length,) = _unpack("!i", body, pos)
         pos += 4
         if length < 0:
-            values.append(None)
+            append(None)
         else:
-            values.append(body[pos:pos + length])
+            append(body[pos:pos + length].decode())
             pos += length
     return values
