@@ -380,8 +380,9 @@ def test_response_too_large(compute):
     assert len(q(compute, "select repeat('x', 1000) from generate_series(1, 60)")["rows"]) == 60
 
 
-def test_request_too_large(compute):
-    _proxy_error(error(compute, {"query": "select $1::text", "params": ["x" * LIMIT]}, status=413),
+@pytest.mark.parametrize("size", [LIMIT, 4 << 20])
+def test_request_too_large(compute, size):
+    _proxy_error(error(compute, {"query": "select $1::text", "params": ["x" * size]}, status=413),
                  f"request is too large (max is {LIMIT} bytes)")
 
 

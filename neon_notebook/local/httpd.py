@@ -32,6 +32,7 @@ import email.utils
 import logging
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -156,6 +157,19 @@ def write_response(sock: socket.socket, response: Response, close: bool) -> None
     sock.sendall("".join(head).encode("latin-1") + response.body)
 
 
+def _drain(sock: socket.socket, seconds: float = 2.0) -> None:
+    """After answering a body too large: read what the client still sends (briefly), so closing
+    with unread bytes does not reset the connection and lose the answer."""
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(seconds)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline and sock.recv(1 << 16):
+            pass
+    except OSError:
+        pass
+
+
 class HttpEndpoint:
     """The TCP listener for ``/sql`` and WebSocket upgrades."""
 
@@ -215,6 +229,8 @@ class HttpEndpoint:
             body = self._body(conn, request)
             close = not request.keep_alive or body is None
             write_response(client, self._route(request, body, client), close)
+            if body is None:
+                _drain(client)
             if close:
                 return False
 

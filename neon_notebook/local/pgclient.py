@@ -83,6 +83,7 @@ class PgConnection:
         self._buf = bytearray()
         self._pos = 0
         self.watch: socket.socket | None = None
+        self.client_gone = False
         self._deadline: float | None = None
         self.backend_key: bytes | None = None
         self.params: dict[str, str] = {}
@@ -133,6 +134,7 @@ class PgConnection:
             if events:  # the client hung up
                 poller.unregister(self.watch)
                 self.watch = None
+                self.client_gone = True
                 self.cancel()
                 self._deadline = time.monotonic() + _CANCEL_WAIT
 

@@ -497,6 +497,11 @@ def run_query(conn: PgConnection, data: QueryData, flags: Flags, out: Output, ki
                + ',"rowAsArray":' + json.dumps(array_mode) + "}").encode())
 
 
+def _stop_if_gone(conn: PgConnection) -> None:
+    if conn.client_gone:
+        raise Cancelled("the client went away")
+
+
 @dataclass
 class Limits:
     request_bytes: int = 10 << 20
@@ -560,8 +565,10 @@ class SqlOverHttp:
         for i, data in enumerate(queries):
             if i:
                 out.write(b",")
+            _stop_if_gone(conn)
             run_query(conn, data, flags, out, self.kinds)
         out.write(b"]}")
+        _stop_if_gone(conn)  # as Neon: a batch whose client left never commits
         conn.simple("COMMIT")
 
     def _authenticate(self, info: ConnInfo) -> None:
