@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "connect": "session",
+    "connect": "_connect",
     "Session": "session",
     "WarmUpReport": "session",
     "ComputeState": "_state",
@@ -71,7 +71,8 @@ if TYPE_CHECKING:
                          PermanentConnectError, PoolExhausted, ResultInterrupted, SessionClosed,
                          SessionSettingWarning, SessionStateRefused, TypeFallbackWarning,
                          UnrepresentableValue, UnsupportedStatement, WakeTimeout, WriteInterrupted)
-    from .session import Session, WarmUpReport, connect
+    from ._connect import connect
+    from .session import Session, WarmUpReport
     from ._config import Settings
     from ._endpoint import Endpoint
     from ._state import ComputeState, StateChange

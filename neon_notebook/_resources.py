@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 
 import psycopg
 
 from ._config import Settings
 from ._connection import open_connection
 from ._endpoint import Endpoint, summary
+from ._lifecycle import Lifecycle
 from ._pool import Pool
 from ._retry import Attempts
-from ._state import ComputeState, StateTracker
+from ._state import ComputeState
 from ._translate import Verdict, classify
 from .errors import ConnectError
 
@@ -30,16 +30,11 @@ log = logging.getLogger("neon_notebook")
 ROLES = ("pooled", "direct")
 
 
-class Resources:
+class Resources(Lifecycle):
     """The pools, the tracker and what they record, shared by a Session and the callbacks it hands out."""
 
     def __init__(self, settings: Settings, suspend_after: float | None) -> None:
-        self.settings = settings
-        self.tracker = StateTracker(suspend_after)
-        self.last_error: str | None = None
-        self.closed = False
-        #: Set to stop the running keep_warm pinger (None when none runs).
-        self.keep_warm: threading.Event | None = None
+        super().__init__(settings, suspend_after)
         # Retire idle connections before the compute's suspend window ends,
         # so a connection killed by a suspension is never handed out.
         max_idle = None if suspend_after is None else max(1.0, suspend_after * 0.8)
@@ -48,22 +43,6 @@ class Resources:
                        timeout=settings.pool_timeout, max_idle=max_idle, on_dead=self.connection_lost)
             for role in ROLES
         }
-
-    def endpoint(self, role: str) -> Endpoint:
-        """The endpoint for ``role`` ("pooled" or "direct"): the other one when only one was given."""
-        endpoint = getattr(self.settings, role) or self.settings.direct or self.settings.pooled
-        assert endpoint is not None
-        return endpoint
-
-    def set_state(self, state: ComputeState, detail: str | None = None) -> None:
-        """Record what was seen; a success clears ``last_error``; once closed, nothing changes."""
-        if self.closed:
-            return
-        if state is ComputeState.ERROR:
-            self.last_error = detail
-        elif state is ComputeState.ACTIVE:
-            self.last_error = None
-        self.tracker.set(state, detail)
 
     def open(self, endpoint: Endpoint) -> psycopg.Connection:
         """A new connection to ``endpoint`` (the pools' ``connect``), the state following the attempts."""
@@ -101,15 +80,8 @@ class Resources:
         if verdict.transient:
             self.set_state(ComputeState.SUSPENDED, verdict.reason)
 
-    def stop_keep_warm(self) -> None:
-        """Stop the keep_warm pinger, if one runs."""
-        if self.keep_warm is not None:
-            self.keep_warm.set()
-            self.keep_warm = None
-
     def close(self) -> None:
         """Stop the timers and close the pools (borrowed connections close when returned); idempotent."""
-        self.stop_keep_warm()
-        self.tracker.close()
+        super().close()
         for pool in self.pools.values():
             pool.close()

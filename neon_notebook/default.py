@@ -30,7 +30,7 @@ def default_session() -> Session:
     global _default, _made_here
     with _lock:
         if _default is None or (_made_here and _default.closed):
-            from .session import connect
+            from ._connect import connect
 
             _default, _made_here = connect(), True
         return _default

@@ -20,17 +20,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Literal, Sequence, TypeVar, Union
 
-import psycopg
-
-from ._config import OPTIONS, UNSET, Settings, Unset, resolve
+from ._config import Settings
 from ._durations import is_seconds
 from ._endpoint import Endpoint, summary
 from ._redact import redact
-from ._read_attempt import Progress, ReadAttempt
-from ._resources import Resources
-from ._retry import Attempts
 from ._state import ComputeState, StateChange
-from ._translate import closed_error, connection_lost
 from .errors import ConfigurationError
 from ._status import Endpoints, EndpointSummary, PoolStats, QueryStats, Status
 
@@ -40,17 +34,21 @@ if TYPE_CHECKING:
 
     import pandas as pd
     import polars as pl
+    import psycopg
     import pyarrow as pa
 
+    from ._read_attempt import Progress, ReadAttempt
+    from ._retry import Attempts
     from .readers import CopyFormat
 
 log = logging.getLogger("neon_notebook")
 T = TypeVar("T")
 #: ``progress=`` of the reads: a callback, or whether to draw a bar ("auto": in a
 #: notebook or on a terminal, not in a plain script).
-ProgressArg = Union[Progress, bool, str, None]
+ProgressArg = Union["Progress", bool, str, None]
 #: ``mode=`` of ``write``.
 WriteMode = Literal["create", "append", "replace", "upsert"]
+
 
 #: Neon's default: a compute suspends after 5 minutes without activity.
 NEON_SUSPEND_AFTER = 300.0
@@ -77,12 +75,17 @@ class Session:
     """Pooled and direct connections to one database, with cold-start handling."""
 
     def __init__(self, settings: Settings, *, suspend_after: float | None = NEON_SUSPEND_AFTER) -> None:
+        from ._resources import Resources
+
         _check_suspend_after(suspend_after)
         self.settings = settings
         self.suspend_after = suspend_after
         # The pools' callbacks and the finalizer hold these, never the session, so
         # that an unreferenced session is collected and its connections closed.
         self._resources = Resources(settings, suspend_after)
+        self._started()
+
+    def _started(self) -> None:
         self.last_ping: float | None = None
         self.last_query: QueryStats | None = None
         self._finalizer = weakref.finalize(self, self._resources.close)
@@ -124,6 +127,10 @@ class Session:
 
     @contextmanager
     def _borrow(self, role: str) -> Iterator[psycopg.Connection]:
+        import psycopg
+
+        from ._translate import closed_error, connection_lost
+
         resources = self._resources
         if resources.closed:
             raise closed_error()
@@ -240,11 +247,28 @@ class Session:
     def _attempts(self, role: str, progress: Progress | None) -> Iterator[ReadAttempt]:
         """The one "retry the read once": a first attempt, and a second only when the first
         lost its connection before any row reached the caller and nothing may have committed."""
+        from ._read_attempt import ReadAttempt
+
         for number in (1, 2):
             attempt = ReadAttempt(lambda: self._borrow(role), progress, last=number == 2)
             yield attempt
             if not attempt.retry:
                 return
+
+    # -- statements ------------------------------------------------------------
+    def execute(self, sql: str, params: Any = None, *, direct: bool = False) -> int:
+        """Run a statement (parameters bound, never pasted) and return its row count; -1 when it has none.
+
+        It runs once, in its own transaction (committed when it succeeds), on the
+        pooled endpoint, or the direct one with ``direct=True``; a connection lost
+        mid-statement is never retried: the statement may have run.
+        """
+        started = time.monotonic()
+        with self._borrow("direct" if direct else "pooled") as conn:
+            count = conn.execute(sql, params).rowcount
+        self.last_query = QueryStats(max(count, 0), 0, time.monotonic() - started,
+                                     write=f"execute ({max(count, 0)} rows)")
+        return count
 
     # -- writes --------------------------------------------------------------
     def write(self, data: Any, table: str | tuple[str, str], *, mode: WriteMode = "append",
@@ -447,29 +471,3 @@ def _progress(progress: ProgressArg, kind: Literal["read", "write"] = "read") ->
 
     with progress_bar(progress, kind=kind) as bar:  # turns red on errors and interrupts
         yield bar
-
-
-def connect(url: str | None = None, *, direct_url: str | None = None,
-            schema: str | None | Unset = UNSET,
-            connect_timeout: float | None | Unset = UNSET,
-            wake_timeout: float | Unset = UNSET,
-            pool_size: int | Unset = UNSET,
-            pool_timeout: float | None | Unset = UNSET,
-            statement_timeout: float | None | Unset = UNSET,
-            suspend_after: float | None = NEON_SUSPEND_AFTER,
-            environ: Mapping[str, str] | None = None,
-            dotenv_path: str | os.PathLike[str] | None = None) -> Session:
-    """A ``Session`` for a Neon database; nothing is opened until first use.
-
-    With no ``url``, ``DATABASE_URL`` and ``DIRECT_URL`` come from ``environ``
-    (default: the environment) or a ``.env`` file, as Prisma reads them.
-    The options mean what ``Settings``' fields say; one not given (``UNSET``)
-    takes the URL's value, else the default (connect_timeout 15 s, wake_timeout
-    60 s, pool_size 5, pool_timeout 30 s, no statement_timeout); ``None`` or 0
-    means no limit. ``suspend_after`` is the compute's suspend window (Neon's
-    default 300 s; ``None`` if disabled).
-    """
-    given = locals()  # the options as passed: Settings' fields are their one declaration
-    options = {name: given[name] for name in OPTIONS}
-    settings = resolve(url, direct_url=direct_url, environ=environ, dotenv_path=dotenv_path, **options)
-    return Session(settings, suspend_after=suspend_after)

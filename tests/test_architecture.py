@@ -39,7 +39,7 @@ def _layer(module: str) -> int:
     rest = module.split(".")[1:]
     if rest in ([], ["__main__"], ["demo"]) or rest[0] in ("ui", "testing"):
         return 3
-    if rest[0] in ("session", "default"):
+    if rest[0] in ("session", "default", "_connect", "_http_session"):
         return 2
     if rest[0] in ("errors", "_durations", "_sqltext"):
         return 0

@@ -149,7 +149,8 @@ def test_the_options_are_declared_once_by_settings():
         assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
         assert params[name].default is UNSET
         assert params[name].annotation == f"{fields[name].type} | Unset"
-    assert set(params) - set(OPTIONS) == {"url", "direct_url", "suspend_after", "environ", "dotenv_path"}
+    assert set(params) - set(OPTIONS) == {"url", "direct_url", "suspend_after", "environ", "dotenv_path",
+                                          "transport", "http_url"}
     resolve_params = inspect.signature(resolve).parameters
     assert [n for n in resolve_params if n in fields] == []  # resolve takes them as **options ...
     with pytest.raises(TypeError, match="pool_sise"):  # ... and refuses any other name

@@ -4,6 +4,7 @@ Load with ``%load_ext neon_notebook``. Then::
 
     %neon connect                       # "default", from DATABASE_URL / DIRECT_URL / .env
     %neon connect analytics postgresql://...   # another one, by name
+    %neon connect web postgresql://... --http  # over Neon's SQL-over-HTTP endpoint
     %neon use analytics | warm [NAME] | status [NAME] | list | close [NAME]
     %neon write DF TABLE [--mode create|append|replace|upsert] [--key COLS] [--direct] [-c NAME]
 
@@ -55,7 +56,8 @@ from psycopg.types.string import BytesDumper
 
 from ..errors import NeonError
 from .progress import progress_bar
-from ..session import Session, WriteMode, connect
+from .._connect import connect
+from ..session import Session, WriteMode
 from .._sqltext import colon_parameters, original_offset
 from ._env import in_notebook
 from .status import status_text
@@ -197,6 +199,8 @@ def _neon_parser() -> MagicArgumentParser:
     c = commands.add_parser("connect", prog="%neon connect")
     c.add_argument("words", nargs="*", metavar="[NAME] [URL]")
     c.add_argument("--direct-url", help="the direct endpoint's URL (default: DIRECT_URL or derived)")
+    c.add_argument("--http", action="store_true", help="over Neon's SQL-over-HTTP endpoint instead of TCP")
+    c.add_argument("--http-url", help="the /sql URL (derived for Neon hosts; e.g. LocalCompute.http_url)")
     w = commands.add_parser("warm", prog="%neon warm")
     w.add_argument("name", nargs="?")
     w.add_argument("--background", action="store_true", help="return at once; the compute wakes meanwhile")
@@ -275,7 +279,7 @@ class NeonMagics(Magics):
     def neon(self, line: str) -> None:
         """Named Neon connections.
 
-        %neon connect [NAME] [URL] [--direct-url URL]  (NAME: default; URL: DATABASE_URL/.env)
+        %neon connect [NAME] [URL] [--direct-url URL] [--http [--http-url URL]]  (NAME: default; URL: DATABASE_URL/.env)
         %neon use NAME          make NAME the connection %%sql uses (or a Session variable NAME)
         %neon warm [NAME] [--background]   wake the compute and wait until it answers
         %neon status [NAME]     live panel in a notebook, text elsewhere
@@ -291,11 +295,13 @@ class NeonMagics(Magics):
     def _connect(self, args: Any) -> None:
         words = list(args.words)
         if len(words) > 2 or (len(words) == 2 and not _looks_like_url(words[1])):
-            raise UsageError("usage: %neon connect [NAME] [URL] [--direct-url URL]")
+            raise UsageError("usage: %neon connect [NAME] [URL] [--direct-url URL] [--http [--http-url URL]]")
         url = words.pop() if words and _looks_like_url(words[-1]) else None
         name = words[0] if words else "default"
         try:
-            session = connect(url, direct_url=args.direct_url)
+            http = args.http or args.http_url is not None
+            session = connect(url, direct_url=args.direct_url, transport="http" if http else "tcp",
+                              http_url=args.http_url)
         except NeonError as exc:
             raise CellError([f"{type(exc).__name__}: {exc}"]) from None
         if name in self.sessions:
@@ -303,7 +309,8 @@ class NeonMagics(Magics):
         self.sessions[name] = session
         if self.current is None or self.current == name:
             self.current = name
-        print(f"{name}: {session.status().endpoints}")
+        over = " over HTTP" if http else ""
+        print(f"{name}: {session.status().endpoints}{over}")
 
     def _use(self, args: Any) -> None:
         candidate = self.shell.user_ns.get(args.name)
