@@ -226,10 +226,11 @@ describe("transactions", () => {
     await sql.transaction([sql`SET statement_timeout = '1234ms'`, sql`SELECT 1`]);
     await sql.query("SET search_path = nowhere");
     await sql.query("BEGIN");
-    const [row] = await sql.query(`SELECT current_setting('statement_timeout') AS st, current_setting('search_path') AS sp,
-      now() = statement_timestamp() AS fresh_tx`);
+    const [row] = await sql.query("SELECT current_setting('statement_timeout') AS st, current_setting('search_path') AS sp");
     const { rows: [pgRow] } = await tcp.query("SELECT current_setting('statement_timeout') AS st, current_setting('search_path') AS sp");
-    assert.deepStrictEqual(row, { ...pgRow, fresh_tx: true });
+    assert.deepStrictEqual(row, pgRow);
+    // VACUUM refuses to run inside a transaction block (25001): a leaked BEGIN would make it fail
+    assert.deepStrictEqual(await sql.query("VACUUM node_http_tx"), []);
   });
 });
 
@@ -279,7 +280,9 @@ describe("errors", () => {
     for (const url of [withPassword(DIRECT_URL, "wrong-password"), withUser(DIRECT_URL, "nobody"), withPassword(POOLED_URL, "x")]) {
       const err = await rejection(neon(url)`SELECT ${1}::int AS one`);
       assert.ok(err instanceof NeonDbError);
-      assert.match(err.message, /password authentication failed/);
+      // Neon's proxy checks the password itself: its own message, no SQLSTATE (code "", severity "")
+      assert.equal(err.message, `password authentication failed for user '${decodeURIComponent(new URL(url).username)}'`);
+      assert.deepStrictEqual([err.code, err.severity], ["", ""]);
       assert.ok(!err.message.includes("wrong-password"));
     }
   });

@@ -90,10 +90,14 @@ for (const [name, url] of [["direct", DIRECT_URL], ["pooled", POOLED_URL]] as co
       assert.equal((await tcp.query("SELECT count(*)::int AS n FROM prisma_flight WHERE origin = $1", [`${tag}-2`])).rows[0].n, 0);
     });
 
-    test("a unique violation maps to Prisma's P2002 (code, constraint and detail passed through)", async () => {
+    test("a unique violation maps to Prisma's P2002 (code, message, detail and table passed through)", async () => {
       const a = await prisma.flight.create({ data: { origin: `uniq-${name}`, tags: [] } });
-      await assert.rejects(prisma.flight.create({ data: { id: a.id, origin: "again", tags: [] } }), (err: Error & { code?: string }) => {
+      await assert.rejects(prisma.flight.create({ data: { id: a.id, origin: "again", tags: [] } }), (err: any) => {
         assert.equal(err.code, "P2002");
+        assert.deepStrictEqual(err.meta?.driverAdapterError?.cause, {
+          originalCode: "23505", originalMessage: 'duplicate key value violates unique constraint "prisma_flight_pkey"',
+          kind: "UniqueConstraintViolation", constraint: { fields: ["id"] }, table: "prisma_flight",
+        });
         return true;
       });
     });
@@ -109,6 +113,16 @@ describe("PrismaNeonHttp (HTTP)", () => {
   test("$queryRaw over HTTP", async () => {
     const rows = await prisma.$queryRaw<{ n: number; s: string }[]>`SELECT ${41}::int + 1 AS n, ${"x"}::text AS s`;
     assert.deepStrictEqual(rows, [{ n: 42, s: "x" }]);
+  });
+
+  test("a unique violation: the HTTP adapter passes the driver's NeonDbError fields through", async () => {
+    const a = await prisma.flight.create({ data: { origin: "uniq-http", tags: [] } });
+    // PrismaNeonHttp does not convert driver errors (PrismaNeon does): Prisma reports Postgres's own code
+    await assert.rejects(prisma.flight.create({ data: { id: a.id, origin: "again", tags: [] } }), (err: any) => {
+      assert.equal(err.code, "23505");
+      assert.match(err.message, /duplicate key value violates unique constraint "prisma_flight_pkey"/);
+      return true;
+    });
   });
 
   test("$transaction rejects: 'Transactions are not supported in HTTP mode'", async () => {

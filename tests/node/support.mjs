@@ -61,10 +61,15 @@ export function plain(x) {
   return x;
 }
 
-/** The driver's HTTP-vs-pg normalisation (tests/cli/http.test.ts): the accepted differences of a fetch result. */
+/**
+ * The driver's HTTP-vs-pg normalisation (tests/cli/http.test.ts): the accepted differences of a fetch result
+ * (no `oid`, no `RowCtor`, plain fields, `viaNeonFetch`), plus two of pg's own that the driver's sample
+ * queries never meet: pg's `parseRow` own property in array mode, and `_parsers` left undefined without fields.
+ */
 export function assertHttpResultMatchesPg(httpResult, pgResult, label) {
   const http = { ...httpResult, oid: null, RowCtor: null };
-  const tcp = { ...pgResult, fields: pgResult.fields.map((f) => ({ ...f })), viaNeonFetch: true };
+  const { parseRow, ...pgRest } = pgResult;
+  const tcp = { ...pgRest, _parsers: pgResult._parsers ?? [], fields: pgResult.fields.map((f) => ({ ...f })), viaNeonFetch: true };
   assert.deepStrictEqual(plain(http), plain(tcp), label);
 }
 
