@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from neon_notebook.local import LocalCompute
-from neon_notebook.local.sqlhttp import _array_param, _param_text, ryu, value_to_json
+from neon_notebook.local.sqljson import _array_param, param_text, ryu, value_to_json
 
 LIMIT = 64 << 10
 ERROR_KEYS = ["code", "column", "constraint", "dataType", "detail", "file", "hint", "internalPosition",
@@ -473,10 +473,10 @@ def test_websocket_upgrade_is_dispatched(compute):
 
 # -- pure conversions (ports of json.rs's unit tests) ---------------------------------------------------
 def test_params_to_pg_text():
-    assert [_param_text(v) for v in (True, False, 42, 'foo"', None)] == ["true", "false", "42", 'foo"', None]
-    assert _param_text([True, False, None, "NULL", 42, "foo", 'bar"-\\']) == \
+    assert [param_text(v) for v in (True, False, 42, 'foo"', None)] == ["true", "false", "42", 'foo"', None]
+    assert param_text([True, False, None, "NULL", 42, "foo", 'bar"-\\']) == \
         '{true,false,NULL,"NULL",42,"foo","bar\\"-\\\\"}'
-    assert _param_text([[True, False], [None, 42]]) == "{{true,false},{NULL,42}}"
+    assert param_text([[True, False], [None, 42]]) == "{{true,false},{NULL,42}}"
     assert _array_param([{"foo": 1}, {"bar": 2}]) == '{"{\\"foo\\":1}","{\\"bar\\":2}"}'
 
 
