@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from ._protocol import ServerError
 from ._errors import is_transient
 
-__all__ = ["Answer", "HttpClient", "LostAnswer", "NotSent"]
+__all__ = ["Answer", "HttpClient", "LostAnswer", "NotSent", "client_for"]
 
 #: Drop a kept-alive connection idle for longer: the server may be closing it as it is
 #: reused, and a request lost that way could not be told from one that ran.
@@ -160,3 +160,14 @@ class HttpClient:
             idle, self._idle = self._idle, []
         for _, conn in idle:
             conn.close()
+
+
+def client_for(url: str, *, connect_timeout: float | None) -> HttpClient:
+    """The sender for this platform: sockets (``http.client``), or the browser's XMLHttpRequest in Pyodide."""
+    import sys
+
+    if sys.platform == "emscripten":
+        from ._xhr import XhrClient
+
+        return XhrClient(url, connect_timeout=connect_timeout)
+    return HttpClient(url, connect_timeout=connect_timeout)

@@ -20,7 +20,7 @@ from urllib.parse import quote
 from .. import _sqltext
 from .._config import Settings
 from .._endpoint import Endpoint
-from ._client import HttpClient, LostAnswer
+from ._client import LostAnswer, client_for
 from ._errors import sql_error
 from ._params import bind
 from ._protocol import Result, ServerError, batch_body, headers, parse, query_body
@@ -81,7 +81,7 @@ class HttpTransport:
     def __init__(self, endpoint: Endpoint, settings: Settings, http_url: str) -> None:
         self.endpoint = endpoint
         self.settings = settings
-        self.client = HttpClient(http_url, connect_timeout=settings.connect_timeout)
+        self.client = client_for(http_url, connect_timeout=settings.connect_timeout)
         self._connection_string = connection_string(endpoint)
 
     @property
