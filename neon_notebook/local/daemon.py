@@ -34,7 +34,7 @@ from .sqlhttp import Limits
 
 log = logging.getLogger("neon_notebook.local")
 
-COULD_NOT_CONNECT = "Couldn't connect to compute node"
+from .wire import COULD_NOT_CONNECT
 # What Neon's compute monitor (compute_ctl's monitor.rs) counts as activity: a
 # client backend that is not idle (idle in transaction included) means "now";
 # otherwise the latest state change among idle ones (so a query that ran

@@ -25,7 +25,7 @@ from urllib.parse import unquote_to_bytes
 from .pgclient import Cancelled, Column, ConnectionLost, PgConnection, PgError
 from .sqljson import JsonConversionError, TypeKinds, dumps, param_text, value_to_json
 
-COULD_NOT_CONNECT = "Couldn't connect to compute node"
+from .wire import COULD_NOT_CONNECT
 _ISOLATION = {"Serializable": "SERIALIZABLE", "ReadUncommitted": "READ UNCOMMITTED",
               "ReadCommitted": "READ COMMITTED", "RepeatableRead": "REPEATABLE READ"}
 _ERROR_KEYS = ("message", "code", "detail", "hint", "position", "internalPosition", "internalQuery",

@@ -58,6 +58,10 @@ def startup_params(packet: bytes) -> dict[str, str]:
     }
 
 
+#: What Neon's proxy answers when it cannot wake or reach the compute (every endpoint says it).
+COULD_NOT_CONNECT = "Couldn't connect to compute node"
+
+
 def error_response(message: str, sqlstate: str = "XX000", severity: str = "FATAL") -> bytes:
     """An ErrorResponse ('E') message, as a server sends it during start-up."""
     fields = b"".join(

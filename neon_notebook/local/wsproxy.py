@@ -31,7 +31,7 @@ from urllib.parse import parse_qs
 from . import scram, wire
 from .websocket import FrameError, HandshakeError, WsStream, bad_request, handshake_response
 
-COULD_NOT_CONNECT = "Couldn't connect to compute node"  # Neon's words, as in daemon.py
+from .wire import COULD_NOT_CONNECT
 AUTH_CLEARTEXT = 3
 _FORWARDED = ("user", "database", "application_name", "replication")  # compute/mod.rs set_startup_params
 _PARAMS_COMPAT = "neon_proxy_params_compat:"
