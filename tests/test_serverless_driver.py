@@ -39,14 +39,14 @@ def _missing() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def node_env(pgbouncer):
+def node_compute(pgbouncer):
     """A compute of this module's own, and the environment that points the Node tests at it."""
     if reason := _missing():
         if IN_CI:
             pytest.fail(reason)
         pytest.skip(reason)
     with LocalCompute(suspend_after=None, start_active=True) as compute:
-        yield {
+        yield compute, {
             **os.environ,
             "DIRECT_URL": compute.direct_url,
             "POOLED_URL": compute.pooled_url,
@@ -74,6 +74,11 @@ def _assert_passed(proc: subprocess.CompletedProcess) -> None:
     assert "# fail 0" in report, report  # node:test's summary: no test failed, none were lost
 
 
+@pytest.fixture
+def node_env(node_compute):
+    return node_compute[1]
+
+
 def test_driver_over_http(node_env):
     """neon(): sampleQueries, options, transactions, errors, cancel, auth, vs pg over TCP."""
     _assert_passed(_node(node_env, "--test-reporter=tap", "http.test.mjs"))
@@ -96,3 +101,21 @@ def test_prisma_with_neon_adapter(node_env):
     assert generate.returncode == 0, generate.stdout + generate.stderr
     print(f"prisma generate: {time.monotonic() - started:.1f} s")
     _assert_passed(_node(node_env, "--import", "tsx", "--test-reporter=tap", "prisma.test.ts"))
+
+
+def test_driver_rides_cold_starts(node_compute):
+    """Both paths wake a suspended compute and wait for it; a wrong password on either wakes nothing."""
+    compute, env = node_compute
+    compute.suspend()
+    wakes = compute.wakes
+    _assert_ran(_node(env, "wake.mjs", "refused"))
+    assert (compute.state, compute.wakes) == ("suspended", wakes)
+    for step in ("http", "ws"):
+        _assert_ran(_node(env, "wake.mjs", step))
+        assert compute.wakes == wakes + 1, step
+        wakes += 1
+        compute.suspend()
+
+
+def _assert_ran(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, f"node exited with {proc.returncode}:\n{proc.stdout}{proc.stderr}"

@@ -74,6 +74,32 @@ describe("results match pg over TCP", () => {
     }
   }
 
+  test("the driver's sampleQueries under another time zone (Dates go out as local time with offset)", async () => {
+    const zone = process.env.TZ;
+    process.env.TZ = "America/New_York"; // Node re-reads TZ: Dates now serialise as -05:00/-04:00
+    try {
+      const sql = neon(DIRECT_URL, { fullResults: true });
+      const queries = [...sampleQueries(sql), sql`SELECT ${new Date(Date.UTC(2024, 6, 1, 3, 4, 5, 6))}::timestamp AS summer`];
+      for (const lazy of queries) {
+        const { query, params } = parameterized(lazy);
+        const [httpResult, pgResult] = await Promise.all([lazy, tcp.query(query, params)]);
+        assertHttpResultMatchesPg(httpResult, pgResult, query);
+      }
+    } finally {
+      process.env.TZ = zone;
+    }
+  });
+
+  test("concurrent requests run side by side; a large request body", async () => {
+    const sql = neon(DIRECT_URL);
+    const started = Date.now();
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => sql`SELECT ${i}::int AS i, pg_sleep(0.2)::text AS z`));
+    assert.deepStrictEqual(results.map(([r]) => r.i), Array.from({ length: 12 }, (_, i) => i));
+    assert.ok(Date.now() - started < 12 * 200, `12 × 0.2 s sleeps took ${Date.now() - started} ms: requests were serialised`);
+    const big = "ж".repeat(300_000);
+    assert.deepStrictEqual(await sql`SELECT length(${big}) AS n, md5(${big}) = md5(${big}::text) AS same`, [{ n: 300_000, same: true }]);
+  });
+
   test("rows from a table: field metadata (tableID, columnID, typmod) and write commands", async () => {
     const sql = neon(DIRECT_URL, { fullResults: true });
     const steps = [

@@ -139,6 +139,49 @@ for (const [urlName, url] of [["direct", DIRECT_URL], ["pooled", POOLED_URL]]) {
   });
 }
 
+test("notices, notifications, statement_timeout, large messages both ways over WebSocket", async () => {
+  const client = new Client(DIRECT_URL);
+  await client.connect();
+  try {
+    const notices = [];
+    client.on("notice", (n) => notices.push(n));
+    await client.query("DO $$BEGIN RAISE NOTICE 'hello %', 42; END$$");
+    assert.equal(notices.length, 1);
+    assert.equal(notices[0].message, "hello 42");
+    assert.equal(notices[0].severity, "NOTICE");
+
+    const notified = new Promise((resolve) => client.on("notification", resolve));
+    await client.query("LISTEN node_ws_channel");
+    await tcp.query("NOTIFY node_ws_channel, 'payload'");
+    const msg = await within(3000, notified, "the notification");
+    assert.deepStrictEqual([msg.channel, msg.payload], ["node_ws_channel", "payload"]);
+
+    await client.query("SET statement_timeout = '100ms'");
+    const err = await rejection(client.query("SELECT pg_sleep(2)"));
+    assert.equal(err.code, "57014");
+    await client.query("RESET statement_timeout");
+
+    const big = "ж".repeat(300_000); // a client frame far beyond 64 KiB, and a result of the same size back
+    const { rows: [row] } = await client.query("SELECT length($1::text) AS n, $1::text AS echo", [big]);
+    assert.equal(row.n, 300_000);
+    assert.equal(row.echo, big);
+  } finally {
+    await end(client);
+  }
+});
+
+test("a Pool of several clients runs queries side by side", async () => {
+  const pool = new Pool({ connectionString: POOLED_URL, max: 6 });
+  try {
+    const started = Date.now();
+    const results = await Promise.all(Array.from({ length: 6 }, (_, i) => pool.query("SELECT $1::int AS i, pg_sleep(0.2)", [i])));
+    assert.deepStrictEqual(results.map((r) => r.rows[0].i), [0, 1, 2, 3, 4, 5]);
+    assert.ok(Date.now() - started < 6 * 200, `6 × 0.2 s sleeps took ${Date.now() - started} ms: connections were serialised`);
+  } finally {
+    await within(3000, pool.end(), "pool.end()");
+  }
+});
+
 test("errors over WebSocket equal pg's over TCP", async () => {
   const client = new Client(DIRECT_URL);
   await client.connect();
