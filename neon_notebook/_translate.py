@@ -26,13 +26,17 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import psycopg
+from typing import TYPE_CHECKING
 
 from ._redact import redact
-from .errors import CommitUncertain, ConnectError, PermanentConnectError, ResultInterrupted, SessionClosed, WakeTimeout
+from .errors import (CommitUncertain, ConnectError, OperationalError, PermanentConnectError, ResultInterrupted,
+                     SessionClosed, WakeTimeout)
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["Verdict", "classify", "closed_error", "connect_error", "connection_lost", "lost", "read_error"]
 
@@ -129,9 +133,9 @@ def classify(exc: BaseException) -> Verdict:
             return Verdict(True, slow, reason, refused=pattern is _REFUSED)
     if sqlstate in _TRANSIENT_CODES:
         return Verdict(True, *_TRANSIENT_CODES[sqlstate])
-    if (sqlstate or "").startswith("08") or isinstance(
-        exc, (psycopg.errors.ConnectionTimeout, ConnectionError, TimeoutError)
-    ):
+    driver = sys.modules.get("psycopg")  # not loaded: exc is none of its errors
+    timeouts = (driver.errors.ConnectionTimeout,) if driver is not None else ()
+    if (sqlstate or "").startswith("08") or isinstance(exc, (*timeouts, ConnectionError, TimeoutError)):
         return Verdict(True, False, f"The connection failed ({detail}).")
     return Verdict(False, False, f"Unrecognised error while connecting, not retried: {detail}")
 
@@ -158,13 +162,13 @@ def lost(conn: psycopg.Connection, exc: BaseException) -> bool:
     return (conn.broken or conn.closed) and classify(exc).transient
 
 
-def connection_lost(pgconn: psycopg.pq.abc.PGconn, encoding: str = "utf-8") -> psycopg.OperationalError:
+def connection_lost(pgconn: psycopg.pq.abc.PGconn, encoding: str = "utf-8") -> OperationalError:
     """The driver's error for a connection libpq found dead, in libpq's words."""
     message = pgconn.error_message.decode(encoding, "replace").strip()
-    return psycopg.OperationalError(message or "the connection to server was lost")
+    return OperationalError(message or "the connection to server was lost")
 
 
-def read_error(exc: psycopg.OperationalError, *, rows_delivered: int) -> BaseException | None:
+def read_error(exc: OperationalError, *, rows_delivered: int) -> BaseException | None:
     """What a read lost with ``exc`` raises, or None when it may run again (nothing delivered or committed).
 
     Most specific first: a possible commit is never re-run (``CommitUncertain``

@@ -35,6 +35,32 @@ INTERNAL = {
         "carries the server's ErrorResponse inside the daemon, which relays it to the client",
     "neon_notebook.local.scram.AuthFailed":
         "the daemon's SCRAM exchange failed; the client gets PostgreSQL's 28P01, not this class",
+    "neon_notebook.http._client.LostAnswer":
+        "an HTTP answer lost after sending; HttpSession re-sends a read-only read or raises CommitUncertain",
+    "neon_notebook.http._client.NotSent":
+        "an HTTP request that never left; re-sent until wake_timeout, then WakeTimeout",
+    "neon_notebook.http._protocol.ServerError":
+        "a non-2xx HTTP answer; HttpSession raises the SQL error, ConnectError or ConfigurationError for it",
+    "neon_notebook.http._transport._Refused":
+        "carries PostgreSQL's refusal inside the transport, which raises the SQL error it holds",
+    "neon_notebook.local.httpd.BadRequest":
+        "the local compute's HTTP server answers 400 to a malformed request; caught in the daemon",
+    "neon_notebook.local.pgclient.Cancelled":
+        "the daemon's own PostgreSQL client: a query cancelled because the HTTP client left",
+    "neon_notebook.local.pgclient.ConnectionLost":
+        "the daemon's own PostgreSQL client lost its backend; the HTTP client gets Neon's error JSON",
+    "neon_notebook.local.pgclient.PgError":
+        "an ErrorResponse inside the daemon; the HTTP client gets it as Neon's error JSON",
+    "neon_notebook.local.sqlhttp.SqlError":
+        "an error answer (status and JSON) inside the daemon's /sql handler",
+    "neon_notebook.local.sqljson.JsonConversionError":
+        "a value Neon's JSON mode cannot convert; the HTTP client gets a 500 JSON answer",
+    "neon_notebook.local.websocket.FrameError":
+        "a WebSocket framing fault or text frame: the daemon drops the connection, as Neon does",
+    "neon_notebook.local.websocket.HandshakeError":
+        "a broken WebSocket upgrade: the daemon answers 400",
+    "neon_notebook.local.wsproxy._Refused":
+        "carries the ErrorResponse the WebSocket client gets before the daemon closes",
 }
 
 

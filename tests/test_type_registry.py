@@ -76,7 +76,7 @@ def test_rows_agree_with_the_servers_catalog(direct_url):
         for t in _registry.TYPES:
             assert (t.name, t.array or 0) == catalog[t.oid], t
         # Every builtin column type resolves from the registry, without asking the catalog.
-        resolver = TypeResolver(conn, {"TimeZone": "UTC"})
+        resolver = TypeResolver.for_connection(conn, {"TimeZone": "UTC"})
         columns = resolver.resolve([(t.name, t.oid, -1) for t in _registry.TYPES]
                                    + [(f"{t.name}[]", t.array, -1) for t in _registry.TYPES if t.array])
         assert resolver._catalog == {}

@@ -17,12 +17,8 @@ from ._protocol import ServerError
 
 __all__ = ["ProgrammingError", "describe", "excerpt", "is_transient", "sql_error"]
 
-try:
-    from psycopg import ProgrammingError
-except ImportError:  # Pyodide, or a psycopg-free install
-
-    class ProgrammingError(errors.DatabaseError):  # type: ignore[no-redef]
-        """Stands for ``psycopg.ProgrammingError``: a placeholder or parameter the query can't take."""
+#: psycopg's, or its stand-in: a placeholder or parameter the query cannot take.
+ProgrammingError = errors.ProgrammingError
 
 #: What the proxy answers while the compute cannot be reached yet (500): worth retrying.
 _TRANSIENT = re.compile(r"Couldn't connect to compute node|Control plane request failed|"

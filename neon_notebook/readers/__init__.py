@@ -47,6 +47,7 @@ that the decoders import without psycopg)::
     _text      PostgreSQL's text output <-> Arrow (dates, timestamps, bytea...)
     _output    the output settings a read reads and fixes
     _catalog   TypeResolver: column OIDs -> kinds, asking pg_type for the rest
+    _arrays    array literals -> nested lists, without psycopg (the HTTP transport's)
     _decode    blocks -> Arrow: the binary (C) and text parsers, no psycopg
     _assemble  blocks -> columns in their decided types
     _batches   BatchStream, iter_batches
