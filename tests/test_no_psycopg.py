@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from urllib.parse import urlsplit
 
 BLOCKED = ("psycopg", "psycopg_pool", "psycopg_binary", "psycopg_c")
 
@@ -185,3 +186,30 @@ def test_text_decoding_without_psycopg():
         escaped = Bytea(escape=True).from_text(pa.array(["a\\\\\\\\b\\\\000\\\\377", None]))
         assert escaped.to_pylist() == [b"a\\\\b\\x00\\xff", None]
     """)
+
+
+def test_http_transport_without_psycopg(compute):
+    """The whole HTTP path: connect, execute, read into Arrow and pandas, an SQL error with its fields."""
+    out = without_psycopg(f"""
+        import neon_notebook as nn
+        from neon_notebook import errors
+
+        s = nn.connect({compute.pooled_url!r}, direct_url={compute.direct_url!r}, transport="http",
+                       http_url={compute.http_url!r})
+        assert s.execute("create temp table t (x int)") == -1  # its own request: gone after it
+        assert s.execute("select * from generate_series(1, %s)", [3]) == 3
+        table = s.read_arrow("select %s::int8 as n, %s as t, array[1.5::float8, null] as a", [7, "é"], progress=False)
+        assert table.to_pylist() == [{{"n": 7, "t": "é", "a": [1.5, None]}}], table.to_pylist()
+        assert str(table.schema.field("a").type) == "list<item: double>"
+        assert s.read_pandas("select 1 as x", progress=False)["x"].tolist() == [1]
+        try:
+            s.read_arrow("select * from nope", progress=False)
+        except errors.SQLError as exc:
+            assert exc.sqlstate == "42P01" and exc.diag.statement_position == "15", exc.diag
+            assert "LINE 1: select * from nope" in str(exc)
+        else:
+            raise AssertionError("no error")
+        assert {urlsplit(compute.direct_url).password!r} not in repr(s) + str(s.status())
+        print(s.state.value)
+    """)
+    assert "active" in out
