@@ -265,7 +265,7 @@ class Session:
         """
         started = time.monotonic()
         with self._borrow("direct" if direct else "pooled") as conn:
-            count = conn.execute(sql, params).rowcount
+            count = _execute(conn, sql, params)
         self.last_query = QueryStats(max(count, 0), 0, time.monotonic() - started,
                                      write=f"execute ({max(count, 0)} rows)")
         return count
@@ -436,6 +436,22 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self._endpoints()} state={self.state}>"
+
+
+def _execute(conn: psycopg.Connection, sql: str, params: Any) -> int:
+    """The statement's row count; one that refuses a transaction block (VACUUM...) runs in autocommit."""
+    import psycopg
+
+    try:
+        return conn.execute(sql, params).rowcount
+    except psycopg.errors.ActiveSqlTransaction:
+        conn.rollback()  # nothing ran: PostgreSQL refused it before it began
+    conn.autocommit = True  # refused, with what to do, on a pooled connection with SET LOCAL settings
+    try:
+        return conn.execute(sql, params).rowcount
+    finally:
+        if not conn.closed:
+            conn.autocommit = False
 
 
 def _check_progress(progress: object) -> None:
