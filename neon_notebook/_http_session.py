@@ -16,13 +16,14 @@ import logging
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._config import Settings
 from ._endpoint import Endpoint, summary
 from ._lifecycle import Lifecycle
 from ._state import ComputeState
-from ._status import QueryStats
+from ._status import QueryStats, Status
 from . import errors
 from .errors import CommitUncertain, ConfigurationError, ConnectError, PermanentConnectError, WakeTimeout
 from .session import NEON_SUSPEND_AFTER, ProgressArg, Session, WarmUpReport, _progress
@@ -108,6 +109,10 @@ class HttpSession(Session):
 
     def pool_stats(self) -> dict[str, dict[str, int]]:
         return {}
+
+    def status(self) -> Status:
+        """The snapshot, saying the session talks SQL over HTTP, and to which URL."""
+        return replace(super().status(), transport=self._redact(f"SQL over HTTP ({self.http_url})"))
 
     # -- requests ----------------------------------------------------------------------
     def _exchange(self, sql: str, params: Any, direct: bool, *, read: bool) -> Exchange:

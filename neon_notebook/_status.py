@@ -91,3 +91,4 @@ class Status:
     last_query: QueryStats | None = None
     last_error: str | None = None  # cleared by the next success
     closed: bool = False
+    transport: str | None = None  # None: PostgreSQL over TCP; else how requests travel (SQL over HTTP)

@@ -22,6 +22,7 @@ def status_rows(status: Status) -> list[Row]:
     rows: list[tuple[str, str | None]] = [
         ("state", f"{status.state}" + (f" ({detail})" if detail else "")),
         *_endpoint_rows(status.endpoints),
+        ("transport", status.transport),
         ("ping", f"{status.ping * 1e3:.1f} ms" if status.ping is not None else None),
         ("pools", _pools_text(status.pools)),
         _query_row(status.last_query),
