@@ -117,7 +117,7 @@ class HttpSession(Session):
     # -- requests ----------------------------------------------------------------------
     def _exchange(self, sql: str, params: Any, direct: bool, *, read: bool) -> Exchange:
         """One request, the state following it: waking while the proxy retries, then active."""
-        from .http._client import LostAnswer, NotSent
+        from .http._client import GaveUp, LostAnswer
         from .http._protocol import ServerError
 
         resources = self._resources
@@ -137,10 +137,9 @@ class HttpSession(Session):
 
         try:
             exchange = transport.exchange(sql, params, retry_lost=read, on_retry=on_retry)
-        except TimeoutError as exc:
-            attempts, reason = exc.args if len(exc.args) == 2 else (0, str(exc))
-            error = WakeTimeout(attempts=attempts, waited=self.settings.wake_timeout,
-                                last_reason=self._redact(str(reason)))
+        except GaveUp as exc:
+            error = WakeTimeout(attempts=exc.attempts, waited=self.settings.wake_timeout,
+                                last_reason=self._redact(exc.reason))
             resources.set_state(ComputeState.ERROR, str(error))
             raise error from None
         except LostAnswer as exc:
@@ -151,8 +150,6 @@ class HttpSession(Session):
             raise CommitUncertain(self._redact(
                 f"{exc}. The statement may have run and committed; it was not re-run. "
                 "Check before running it again.")) from None
-        except NotSent as exc:  # pragma: no cover - post_through_wake turns these into TimeoutError
-            raise ConnectError(self._redact(str(exc))) from None
         except ServerError as err:
             raise self._proxy_error(err) from None
         except errors.Error:  # PostgreSQL refused the SQL: the compute answered

@@ -39,6 +39,8 @@ INTERNAL = {
         "an HTTP answer lost after sending; HttpSession re-sends a read-only read or raises CommitUncertain",
     "neon_notebook.http._client.NotSent":
         "an HTTP request that never left; re-sent until wake_timeout, then WakeTimeout",
+    "neon_notebook.http._client.GaveUp":
+        "the compute stayed unreachable until wake_timeout; HttpSession raises WakeTimeout for it",
     "neon_notebook.http._protocol.ServerError":
         "a non-2xx HTTP answer; HttpSession raises the SQL error, ConnectError or ConfigurationError for it",
     "neon_notebook.http._transport._Refused":

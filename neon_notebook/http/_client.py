@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from ._protocol import ServerError
 from ._errors import is_transient
 
-__all__ = ["Answer", "HttpClient", "LostAnswer", "NotSent", "client_for"]
+__all__ = ["Answer", "GaveUp", "HttpClient", "LostAnswer", "NotSent", "client_for"]
 
 #: Drop a kept-alive connection idle for longer: the server may be closing it as it is
 #: reused, and a request lost that way could not be told from one that ran.
@@ -36,6 +36,14 @@ class NotSent(OSError):
 
 class LostAnswer(OSError):
     """The request was sent but its answer was lost: it may or may not have run."""
+
+
+class GaveUp(Exception):
+    """The compute stayed unreachable until the deadline; nothing ran."""
+
+    def __init__(self, attempts: int, reason: str) -> None:
+        super().__init__(reason)
+        self.attempts, self.reason = attempts, reason
 
 
 @dataclass
@@ -149,7 +157,7 @@ class HttpClient:
                     reason = err.message
             delay = _BACKOFF[min(attempt - 1, len(_BACKOFF) - 1)]
             if time.monotonic() + delay > deadline:
-                raise TimeoutError(attempt, reason)
+                raise GaveUp(attempt, reason)
             if on_retry is not None:
                 on_retry(attempt, reason, delay)
             time.sleep(delay)
