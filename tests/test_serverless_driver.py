@@ -48,6 +48,7 @@ def node_compute(pgbouncer):
     with LocalCompute(suspend_after=None, start_active=True) as compute:
         yield compute, {
             **os.environ,
+            **compute.env(),  # DATABASE_URL (pooled, ?pgbouncer=true) as a Prisma project has it
             "DIRECT_URL": compute.direct_url,
             "POOLED_URL": compute.pooled_url,
             "HTTP_URL": compute.http_url,

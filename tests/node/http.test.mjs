@@ -5,7 +5,7 @@ import { after, before, describe, test } from "node:test";
 import { neon, NeonDbError, SqlTemplate } from "@neondatabase/serverless";
 import { sampleQueries } from "./sampleQueries.mjs";
 import {
-  DIRECT_URL, POOLED_URL, assertErrorMatchesPg, assertHttpResultMatchesPg, pointDriverAtCompute, rejection,
+  DIRECT_URL, POOLED_URL, assertErrorMatchesPg, pastedUrls, assertHttpResultMatchesPg, pointDriverAtCompute, rejection,
   tcpClient, within, withPassword, withUser,
 } from "./support.mjs";
 
@@ -131,6 +131,17 @@ describe("results match pg over TCP", () => {
     const result = await neon(DIRECT_URL, { fullResults: true }).query("", []);
     assert.deepStrictEqual([result.command, result.rowCount, result.fields, result.rows], ["", null, [], []]);
   });
+});
+
+test("connection strings as users paste them; a missing database", async () => {
+  const probe = "SELECT current_user AS who, current_database() AS db, current_setting('application_name') AS app";
+  for (const [name, url] of Object.entries(pastedUrls())) {
+    // Neon's proxy passes only user and database to the compute over HTTP: application_name stays empty
+    assert.deepStrictEqual(await neon(url).query(probe), [{ who: "postgres", db: "postgres", app: "" }], name);
+  }
+  const err = await rejection(neon(DIRECT_URL.replace(/\/postgres$/, "/nope"))`SELECT 1`);
+  assert.ok(err instanceof NeonDbError);
+  assert.deepStrictEqual([err.code, err.message], ["3D000", 'database "nope" does not exist']);
 });
 
 describe("options", () => {

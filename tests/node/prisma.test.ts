@@ -2,6 +2,7 @@
 // (HTTP). The client is generated offline from prisma/schema.prisma by the pytest wrapper; run with tsx.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { neonConfig } from "@neondatabase/serverless";
 import { PrismaNeon, PrismaNeonHttp } from "@prisma/adapter-neon";
 import { Prisma, PrismaClient } from "./.generated/prisma/client.ts";
 import { DIRECT_URL, POOLED_URL, pointDriverAtCompute, tcpClient } from "./support.mjs";
@@ -54,7 +55,9 @@ async function crud(prisma: PrismaClient, tag: string) {
   assert.ok(!(await origins()).some((o: string) => o.startsWith(`${tag}-`)));
 }
 
-for (const [name, url] of [["direct", DIRECT_URL], ["pooled", POOLED_URL]] as const) {
+// the pooled case uses LocalCompute.env()'s DATABASE_URL, as a Prisma project would (PgBouncer, ?pgbouncer=true)
+const DATABASE_URL = process.env.DATABASE_URL ?? `${POOLED_URL}?pgbouncer=true`;
+for (const [name, url] of [["direct", DIRECT_URL], ["pooled", DATABASE_URL]] as const) {
   describe(`PrismaNeon (WebSocket), ${name} URL`, () => {
     const prisma = new PrismaClient({ adapter: new PrismaNeon({ connectionString: url }) });
     after(() => prisma.$disconnect());
@@ -103,6 +106,26 @@ for (const [name, url] of [["direct", DIRECT_URL], ["pooled", POOLED_URL]] as co
     });
   });
 }
+
+describe("PrismaNeon with poolQueryViaFetch (queries over HTTP, transactions over WebSocket)", () => {
+  const prisma = new PrismaClient({ adapter: new PrismaNeon({ connectionString: DIRECT_URL }) });
+  before(() => { neonConfig.poolQueryViaFetch = true; });
+  after(async () => {
+    neonConfig.poolQueryViaFetch = false;
+    await prisma.$disconnect();
+  });
+
+  test("create / findMany / update / delete", () => crud(prisma, "via-fetch"));
+
+  test("an interactive $transaction still works (it needs a WebSocket client)", async () => {
+    const n = await prisma.$transaction(async (tx) => {
+      await tx.flight.create({ data: { origin: "via-fetch-tx", tags: [] } });
+      return tx.flight.count({ where: { origin: "via-fetch-tx" } });
+    });
+    assert.equal(n, 1);
+    assert.equal((await tcp.query("SELECT count(*)::int AS n FROM prisma_flight WHERE origin = 'via-fetch-tx'")).rows[0].n, 1);
+  });
+});
 
 describe("PrismaNeonHttp (HTTP)", () => {
   const prisma = new PrismaClient({ adapter: new PrismaNeonHttp(DIRECT_URL, {}) });

@@ -32,6 +32,16 @@ export async function tcpClient(url = DIRECT_URL) {
   return client;
 }
 
+/** Connection strings as users paste them (Neon's console adds sslmode/channel_binding, Prisma pgbouncer=true). */
+export const pastedUrls = () => ({
+  "sslmode=require&channel_binding=require": `${DIRECT_URL}?sslmode=require&channel_binding=require`,
+  "pooled, pgbouncer=true&connect_timeout=15": `${POOLED_URL}?pgbouncer=true&connect_timeout=15`,
+  "host localhost": DIRECT_URL.replace("127.0.0.1", "localhost"),
+  "options=endpoint%3D…": `${DIRECT_URL}?options=endpoint%3Dep-local-123`,
+  "application_name=mine": `${DIRECT_URL}?application_name=mine`,
+  "percent-encoded user": DIRECT_URL.replace("//postgres:", "//post%67res:"),
+});
+
 /** The URL with its password replaced (for the authentication tests). */
 export function withPassword(url, password) {
   const u = new URL(url);

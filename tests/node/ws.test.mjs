@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Client, neon, neonConfig, Pool, SqlTemplate } from "@neondatabase/serverless";
 import { sampleQueries } from "./sampleQueries.mjs";
-import { DIRECT_URL, POOLED_URL, plain, pointDriverAtCompute, rejection, tcpClient, within, withPassword } from "./support.mjs";
+import { DIRECT_URL, POOLED_URL, pastedUrls, plain, pointDriverAtCompute, rejection, tcpClient, within, withPassword } from "./support.mjs";
 
 pointDriverAtCompute();
 let tcp;
@@ -167,6 +167,29 @@ test("notices, notifications, statement_timeout, large messages both ways over W
     assert.equal(row.echo, big);
   } finally {
     await end(client);
+  }
+});
+
+test("connection strings as users paste them, both connect modes; a missing database", async () => {
+  const probe = "SELECT current_user AS who, current_database() AS db, current_setting('application_name') AS app";
+  try {
+    for (const pc of ["password", false]) {
+      neonConfig.pipelineConnect = pc;
+      for (const [name, url] of Object.entries(pastedUrls())) {
+        const client = new Client(url);
+        await within(5000, client.connect(), `connect, ${name}`);
+        const { rows } = await client.query(probe);
+        await end(client);
+        // over WebSocket Neon's proxy forwards application_name (the driver sets its own unless given)
+        const app = name === "application_name=mine" ? "mine" : "pkg:npm/%40neondatabase/serverless@1.2.0";
+        assert.deepStrictEqual(rows, [{ who: "postgres", db: "postgres", app }], `${name}, pipelineConnect=${pc}`);
+      }
+    }
+    neonConfig.pipelineConnect = false;
+    const err = await rejection(new Client(DIRECT_URL.replace(/\/postgres$/, "/nope")).connect());
+    assert.deepStrictEqual([err.code, err.message], ["3D000", 'database "nope" does not exist']);
+  } finally {
+    neonConfig.pipelineConnect = "password";
   }
 });
 
