@@ -23,7 +23,7 @@ from typing import Any
 
 from ._errors import ProgrammingError
 
-__all__ = ["Edit", "bind", "encode"]
+__all__ = ["Edit", "bind", "encode", "placeholders"]
 
 _PLACEHOLDER = re.compile(r"%(?:\(([^)]+)\).|.)")  # psycopg's: "." without DOTALL
 _INT2, _INT4, _INT8 = 2**15, 2**31, 2**63
@@ -73,6 +73,11 @@ def bind(query: str, params: Sequence[Any] | Mapping[str, Any] | None
         out.append(piece)
         edits.append((start, end, len(placeholder)))
     return "".join(out), [text for text, _ in encoded], sorted(edits)
+
+
+def placeholders(query: str) -> list[int | str]:
+    """The placeholders of ``query``, each as its index or name (psycopg's errors for bad ones)."""
+    return _split(query)[1]
 
 
 def _split(query: str) -> tuple[list[str], list[int | str], list[Edit]]:

@@ -12,7 +12,7 @@ so that if its answer is lost it can be re-sent without writing twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -22,7 +22,7 @@ from .._config import Settings
 from .._endpoint import Endpoint
 from ._client import LostAnswer, client_for
 from ._errors import sql_error
-from ._params import bind
+from ._params import bind, placeholders
 from ._protocol import Result, ServerError, batch_body, headers, parse, query_body
 
 __all__ = ["Exchange", "HttpTransport"]
@@ -188,19 +188,16 @@ def split(text: str, params: Any) -> list[_Statement]:
         return [_bound(text, params, 0)]
     if params is None:
         return [_bound(text[s.start:s.end], None, s.start) for s in found]
-    from ._params import _split
-
+    bind(text, params)  # the whole text's placeholders against the parameters: psycopg's messages
     out, used = [], 0
     for s in found:
         piece = text[s.start:s.end]
-        if isinstance(params, dict) or not hasattr(params, "__len__"):
-            mine: Any = params
+        if isinstance(params, Mapping) or not isinstance(params, Sequence) or isinstance(params, str):
+            mine: Any = params  # named: each statement takes what it names; not a sequence: bind() says so
         else:
-            count = len(_split(piece)[1])
+            count = len(placeholders(piece))
             mine, used = list(params)[used:used + count], used + count
         out.append(_bound(piece, mine, s.start))
-    if not isinstance(params, dict) and used != len(params):
-        bind(text, params)  # raises psycopg's message about the counts
     return out
 
 
