@@ -47,6 +47,15 @@ for (const [urlName, url] of [["direct", DIRECT_URL], ["pooled", POOLED_URL]]) {
       const result = await pool.query("SELECT $1::int AS one", [1]);
       assert.deepStrictEqual(result.rows, [{ one: 1 }]);
       assert.equal(result.viaNeonFetch, undefined);
+      // named prepared statements, reused (through PgBouncer too, as Neon's pooler supports them)
+      const client = await pool.connect();
+      try {
+        for (const n of [1, 2, 3]) {
+          assert.deepStrictEqual((await client.query({ name: "node_ws_named", text: "SELECT $1::int AS n", values: [n] })).rows, [{ n }]);
+        }
+      } finally {
+        client.release();
+      }
     });
 
     test("Client and Pool × pipelineConnect {password, false} × coalesceWrites {true, false}", async () => {
