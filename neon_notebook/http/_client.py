@@ -11,6 +11,7 @@ Stdlib only, so it runs where psycopg cannot.
 from __future__ import annotations
 
 import http.client
+import select
 import socket
 import ssl
 import threading
@@ -91,7 +92,7 @@ class HttpClient:
         with self._lock:
             while self._idle:
                 since, conn = self._idle.pop()
-                if now - since <= self._max_idle:
+                if now - since <= self._max_idle and not _dropped(conn):
                     return conn
                 conn.close()
         return self._new()
@@ -168,6 +169,18 @@ class HttpClient:
             idle, self._idle = self._idle, []
         for _, conn in idle:
             conn.close()
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """Whether the server closed an idle kept-alive connection (readable now means EOF, or garbage)."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def client_for(url: str, *, connect_timeout: float | None) -> HttpClient:
