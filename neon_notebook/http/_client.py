@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from ._protocol import ServerError
 from ._errors import is_transient
 
-__all__ = ["Answer", "GaveUp", "HttpClient", "LostAnswer", "NotSent", "client_for"]
+__all__ = ["Answer", "GaveUp", "HttpClient", "LostAnswer", "NotSent"]
 
 #: Drop a kept-alive connection idle for longer: the server may be closing it as it is
 #: reused, and a request lost that way could not be told from one that ran.
@@ -181,14 +181,3 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
     except (OSError, ValueError):
         return True
     return bool(readable)
-
-
-def client_for(url: str, *, connect_timeout: float | None) -> HttpClient:
-    """The sender for this platform: sockets (``http.client``), or the browser's XMLHttpRequest in Pyodide."""
-    import sys
-
-    if sys.platform == "emscripten":
-        from ._xhr import XhrClient
-
-        return XhrClient(url, connect_timeout=connect_timeout)
-    return HttpClient(url, connect_timeout=connect_timeout)

@@ -20,7 +20,7 @@ from urllib.parse import quote
 from .. import _sqltext
 from .._config import Settings
 from .._endpoint import Endpoint
-from ._client import LostAnswer, client_for
+from ._client import HttpClient, LostAnswer
 from ._errors import sql_error
 from ._params import bind, placeholders
 from ._protocol import Result, ServerError, batch_body, headers, parse, query_body
@@ -179,6 +179,17 @@ def connection_string(endpoint: Endpoint) -> str:
     port = f":{endpoint.port}" if endpoint.port and endpoint.port != 5432 else ""
     host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
     return f"postgresql://{user}{password}@{host}{port}/{quote(endpoint.database or '', safe='')}"
+
+
+def client_for(url: str, *, connect_timeout: float | None) -> HttpClient:
+    """The sender for this platform: sockets (``http.client``), or the browser's XMLHttpRequest in Pyodide."""
+    import sys
+
+    if sys.platform == "emscripten":
+        from ._xhr import XhrClient
+
+        return XhrClient(url, connect_timeout=connect_timeout)
+    return HttpClient(url, connect_timeout=connect_timeout)
 
 
 def split(text: str, params: Any) -> list[_Statement]:

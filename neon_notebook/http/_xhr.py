@@ -6,6 +6,8 @@ kernels run Python (a page's main thread allows it too, without a timeout).
 The browser keeps its own connections alive, so there is no pool here. XHR cannot
 tell a refused connection from one lost mid-answer (both are a network error),
 so every network error is ``LostAnswer``: the caller re-sends only what is safe.
+No ``Content-Type`` is sent, as Neon's driver sends none: a browser would need CORS
+leave for ``application/json``, which Neon's preflight does not give.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class XhrClient(HttpClient):
             except JsException:  # a page's main thread refuses timeouts on synchronous requests
                 pass
         for name, value in headers.items():
+            if name.lower() == "content-type":
+                continue
             try:
                 xhr.setRequestHeader(name, value)
             except JsException:  # the value (a connection string, for one) stays out of the message

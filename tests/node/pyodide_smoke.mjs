@@ -3,7 +3,9 @@
 // Loads Pyodide from node_modules (the core needs no network), mounts the repository so
 // `import neon_notebook` finds it, and gives Python a synchronous XMLHttpRequest as a web
 // worker has (Node has none): a worker thread does the fetch while the main thread blocks
-// on Atomics.wait, then takes the answer with receiveMessageOnPort. The Python checks are
+// on Atomics.wait, then takes the answer with receiveMessageOnPort. Like a browser, it first
+// asks the URL's CORS preflight about headers that are not safelisted, and fails the request
+// as a network error if one is not allowed (as Neon's preflight does not allow Content-Type). The Python checks are
 // in PY_CHECKS; any failure exits non-zero with Python's traceback.
 // Env: POOLED_URL, DIRECT_URL, HTTP_URL (the compute's), REPO (the repository's root), and
 // PURE_PACKAGES: host directories of pure-Python dependencies (python-dotenv), as micropip would
@@ -19,9 +21,28 @@ if (!POOLED_URL || !DIRECT_URL || !HTTP_URL || !REPO) throw new Error("set POOLE
 // -- a synchronous XMLHttpRequest (the part of it the XhrClient uses) ----------------------------
 const FETCHER = `
 const { workerData: { flag, port } } = require("node:worker_threads");
+const allowed = new Map();  // url -> the header names its CORS preflight allows (cached, as a browser does)
+const SAFELISTED = new Set(["accept", "accept-language", "content-language"]);
+const SAFE_TYPES = new Set(["application/x-www-form-urlencoded", "multipart/form-data", "text/plain"]);
+
+async function refusedByPreflight(url, headers) {
+  const needing = Object.entries(headers).map(([n, v]) => [n.toLowerCase(), v.split(";")[0].trim().toLowerCase()])
+    .filter(([n, v]) => !SAFELISTED.has(n) && !(n === "content-type" && SAFE_TYPES.has(v))).map(([n]) => n);
+  if (!needing.length) return null;
+  if (!allowed.has(url)) {
+    const res = await fetch(url, { method: "OPTIONS", headers: { Origin: "http://notebook.example",
+      "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": needing.join(",") } });
+    const list = res.ok ? res.headers.get("access-control-allow-headers") ?? "" : "";
+    allowed.set(url, new Set(list.split(",").map((n) => n.trim().toLowerCase())));
+  }
+  return needing.find((n) => !allowed.get(url).has(n) && !allowed.get(url).has("*")) ?? null;
+}
+
 port.on("message", async ({ method, url, headers, body, timeout }) => {
   let answer;
   try {
+    const refused = await refusedByPreflight(url, headers);
+    if (refused) throw new Error(\`the CORS preflight does not allow the \${refused} header\`);
     const signal = timeout ? AbortSignal.timeout(timeout) : undefined;
     const res = await fetch(url, { method, headers, body, signal });
     answer = { status: res.status, statusText: res.statusText, text: await res.text() };
@@ -84,6 +105,11 @@ s = nn.connect(POOLED_URL, direct_url=DIRECT_URL, transport="http", http_url=HTT
                suspend_after=SUSPEND_AFTER)
 transport = s._resources.transports["pooled"]
 assert type(transport.client) is XhrClient, type(transport.client)
+
+# A cold start whose first wake fails (the test suspended the compute): the retry loop rides it out.
+report = s.warm_up()
+assert report.attempts == 2 and report.woke and report.server_version, report
+assert password not in str(report), str(report)
 
 # Statements: row counts, parameters bound (text beyond ASCII, NULL, numeric).
 assert s.execute("drop table if exists pyo_smoke") == -1
