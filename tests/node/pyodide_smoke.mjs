@@ -5,11 +5,12 @@
 // worker has (Node has none): a worker thread does the fetch while the main thread blocks
 // on Atomics.wait, then takes the answer with receiveMessageOnPort. Like a browser, it first
 // asks the URL's CORS preflight about headers that are not safelisted, and fails the request
-// as a network error if one is not allowed (as Neon's preflight does not allow Content-Type). The Python checks are
-// in PY_CHECKS; any failure exits non-zero with Python's traceback.
-// Env: POOLED_URL, DIRECT_URL, HTTP_URL (the compute's), REPO (the repository's root), and
-// PURE_PACKAGES: host directories of pure-Python dependencies (python-dotenv), as micropip would
-// install them in a browser (its CDN is unreachable here), ":"-separated.
+// as a network error if one is not allowed (Neon's preflight does not allow Content-Type).
+// The Python checks are in PY_CHECKS; any failure exits non-zero with Python's traceback.
+// Env: POOLED_URL, DIRECT_URL, HTTP_URL (the compute's), REPO (the repository's root),
+// PURE_PACKAGES: host directories of pure-Python dependencies (python-dotenv), ":"-separated,
+// as micropip would install them in a browser (its CDN is unreachable here), and
+// SUSPEND_AFTER (Python, default None) for connect().
 
 import path from "node:path";
 import { MessageChannel, Worker, receiveMessageOnPort } from "node:worker_threads";
