@@ -14,7 +14,6 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from dotenv import dotenv_values
 
 from .errors import ConfigurationError
 
@@ -38,6 +37,8 @@ def from_environment(
         files = _dotenv_files(Path.cwd())
     loaded: dict[str, tuple[str, Path]] = {}
     for path in files:
+        from dotenv import dotenv_values  # only when a .env file is read (Pyodide may lack python-dotenv)
+
         for key, value in dotenv_values(path, interpolate=False).items():
             if value is not None and key not in loaded:
                 loaded[key] = (value, path)

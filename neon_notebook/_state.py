@@ -63,9 +63,13 @@ class StateTracker:
         self._timer: threading.Timer | None = None
         self._last_active = 0.0
         self._closed = False
+        self._no_threads = False  # Pyodide: no timer thread, so idleness is checked when asked
 
     @property
     def state(self) -> ComputeState:
+        if self._no_threads and self._state is ComputeState.ACTIVE and self._suspend_after is not None:
+            if time.monotonic() - self._last_active >= self._suspend_after:
+                self.set(ComputeState.SUSPENDED, "idle longer than the suspend window")
         return self._state
 
     @property
@@ -110,13 +114,18 @@ class StateTracker:
     def _arm_idle_timer(self) -> None:
         """After ``suspend_after`` s without activity Neon has suspended: say so, locally."""
         self._last_active = time.monotonic()
-        if self._suspend_after is not None and self._timer is None and not self._closed:
+        if self._suspend_after is not None and self._timer is None and not self._closed and not self._no_threads:
             self._start_timer(self._suspend_after)
 
     def _start_timer(self, seconds: float) -> None:
-        self._timer = threading.Timer(seconds, self._check_idle)
-        self._timer.daemon = True
-        self._timer.start()
+        timer = threading.Timer(seconds, self._check_idle)
+        timer.daemon = True
+        try:
+            timer.start()
+        except RuntimeError:  # "can't start new thread": Pyodide; ``state`` checks idleness instead
+            self._no_threads = True
+            return
+        self._timer = timer
 
     def _check_idle(self) -> None:
         with self._lock:

@@ -42,8 +42,8 @@ def test_http_session_inside_pyodide(compute, pooled_url, direct_url):
 
     env = {**os.environ, "POOLED_URL": pooled_url, "DIRECT_URL": direct_url, "HTTP_URL": compute.http_url,
            "REPO": str(REPO), "PURE_PACKAGES": str(Path(dotenv.__file__).parent),
-           # A session's idle timer is a thread, which Pyodide cannot start (notes/http-findings.md).
-           "SUSPEND_AFTER": "None"}
+           # Neon's suspend window: the idle timer has no thread in Pyodide, the state is checked when read.
+           "SUSPEND_AFTER": "300"}
     compute.suspend()
     compute.fail_next_wakes(1)  # the first request meets "Couldn't connect to compute node" (500)
     wakes = compute.wakes
