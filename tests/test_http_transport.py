@@ -504,3 +504,190 @@ def test_parameters_are_bound_never_pasted(http, tcp, pg):
     assert http.execute("INSERT INTO ht_bobby VALUES (%s)", [evil]) == 1
     assert pg.execute("SELECT count(*) FROM ht_bobby WHERE a = %s", [evil]).fetchone() == (1,)
     pg.execute("DROP TABLE ht_bobby")
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Errors: the TCP path's classes, SQLSTATEs, diagnostics and libpq's excerpt
+# ---------------------------------------------------------------------------------------------
+
+DIAG = ("sqlstate", "severity", "message_primary", "message_detail", "message_hint", "statement_position",
+        "context", "schema_name", "table_name", "column_name", "datatype_name", "constraint_name")
+
+#: Single statements without parameters: every diagnostic, the position included, must match.
+ERRORS = [
+    "SELECT * FROM ht_no_such_table",
+    "SELEC 1",
+    "SELECT 1 +",
+    "SELECT 1/0",
+    "SELECT 'x'::int",
+    "SELECT\n  1,\n  ht_no_such_col\nFROM generate_series(1, 2)",
+    "SELECT 1 + 'a'::text",
+    "SELECT ht_no_such_function(1)",
+    "SELECT 'abc'::int FROM generate_series(1, 2)",
+    "SELECT '2020-13-01'::date",
+    "SELECT ARRAY[1, 2][1:a]",
+    "SELECT 'é漢字🎉', ht_nope",  # a position past non-ASCII characters
+    "SELECT 1 AS a FROM (SELECT 1) s WHERE " + " AND ".join(["true"] * 20) + " AND ht_nope",  # a long line
+    "SELECT jsonb_path_query('{}', '$.a ? (@ like_regex \"(\")')",
+    "SELECT CAST(2147483647 AS int) + 1",
+    "DO $$ BEGIN RAISE EXCEPTION 'custom %', 42 USING HINT = 'a hint', DETAIL = 'a detail', ERRCODE = 'P0099'; END $$",
+]
+
+
+@pytest.fixture(scope="module")
+def unique_table(pg):
+    pg.execute("DROP TABLE IF EXISTS ht_unique; CREATE TABLE ht_unique (a int PRIMARY KEY, b text NOT NULL,"
+               " c int CHECK (c > 0))")
+    pg.execute("INSERT INTO ht_unique VALUES (1, 'one', 1)")
+    return "ht_unique"
+
+
+def assert_same_error(got: Outcome, expected: Outcome, sql: str, *, position: bool = True) -> None:
+    assert expected.error is not None and got.error is not None, (sql, got.value, expected.value)
+    g, e = got.error, expected.error
+    assert type(g) is type(e), f"{sql}: HTTP {type(g).__name__} != TCP {type(e).__name__}"
+    for name in DIAG if position else [d for d in DIAG if d != "statement_position"]:
+        assert getattr(g.diag, name) == getattr(e.diag, name), f"{sql}: diag.{name}"
+
+
+@pytest.mark.parametrize("sql", ERRORS)
+def test_sql_errors_are_the_tcp_paths(http, tcp, sql):
+    got, expected = both(http, tcp, "read_arrow", sql, progress=False)
+    assert_same_error(got, expected, sql)
+    # libpq's text: the message and, with a position, "LINE n: ..." and the caret
+    excerpt = str(expected.error).split("\nDETAIL:")[0].split("\nHINT:")[0]
+    assert str(got.error).startswith(excerpt), f"{sql}:\nHTTP:\n{got.error}\nTCP:\n{expected.error}"
+
+
+@pytest.mark.parametrize("sql", ["SELECT 1 + 'a'::text", "INSERT INTO ht_unique VALUES (1, 'dup', 1)",
+                                 "DO $$ BEGIN RAISE EXCEPTION 'custom' USING HINT = 'a hint', DETAIL = 'a detail'; END $$"])
+def test_error_text_is_libpqs_with_detail_and_hint(http, tcp, unique_table, sql):
+    """str(error) over TCP is libpq's message: LINE excerpt, then DETAIL and HINT lines."""
+    got, expected = both(http, tcp, "execute", sql)
+    assert_same_error(got, expected, sql)
+    assert str(got.error) == str(expected.error)
+
+
+@pytest.mark.parametrize("sql, params", [
+    ("INSERT INTO ht_unique VALUES (%s, %s, %s)", [1, "dup", 1]),
+    ("INSERT INTO ht_unique VALUES (%s, %s, %s)", [2, None, 1]),
+    ("INSERT INTO ht_unique VALUES (%s, %s, %s)", [3, "x", -1]),
+    ("UPDATE ht_unique SET c = c - %s", [5]),
+    ("INSERT INTO ht_unique VALUES (%(a)s, %(b)s, 1)", {"a": "not an int", "b": "x"}),
+    ("SELECT %s::int / %s", [1, 0]),
+])
+def test_errors_with_parameters_and_constraints(http, tcp, unique_table, sql, params):
+    got, expected = both(http, tcp, "execute", sql, params)
+    assert_same_error(got, expected, sql, position=False)
+    assert got.error.diag.statement_position is None or got.error.diag.statement_position == \
+        expected.error.diag.statement_position, sql
+
+
+def test_the_position_maps_back_over_parameters(http, tcp):
+    """The server's position counts in the text as sent ($1::text...); the error points into the user's text."""
+    sql = "SELECT %s AS a, %s AS b, ht_nope"
+    got, expected = both(http, tcp, "read_arrow", sql, ["a much longer value than $1", 12345678])
+    assert_same_error(got, expected, sql, position=False)
+    assert got.error.diag.statement_position == str(sql.index("ht_nope") + 1)
+    assert str(got.error).endswith("LINE 1: SELECT %s AS a, %s AS b, ht_nope\n" + " " * 32 + "^")
+
+
+def test_errors_in_several_statements(http, tcp):
+    sql = "SELECT 1; SELECT ht_nope"
+    got, expected = both(http, tcp, "read_arrow", sql, direct=True)
+    assert_same_error(got, expected, sql, position=False)
+    # Neon does not say which statement failed: no position rather than a wrong one
+    assert got.error.diag.statement_position in (None, expected.error.diag.statement_position)
+
+
+def test_an_error_keeps_the_session_usable(http):
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        http.read_arrow("SELECT 1/0")
+    assert http.state == "active" and http.read_arrow("SELECT 1 AS x").to_pylist() == [{"x": 1}]
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. execute(): row counts, transactions, schema=, statement_timeout
+# ---------------------------------------------------------------------------------------------
+
+EXECUTE_STEPS = [
+    ("CREATE TABLE {t} (a int PRIMARY KEY, b text)", None),
+    ("INSERT INTO {t} VALUES (1, 'a'), (2, 'b'), (3, NULL)", None),
+    ("INSERT INTO {t} VALUES (%s, %s)", [4, "d"]),
+    ("INSERT INTO {t} SELECT i, NULL FROM generate_series(10, 14) i RETURNING a", None),
+    ("UPDATE {t} SET b = %(b)s WHERE a > %(lo)s", {"b": "big", "lo": 2}),
+    ("UPDATE {t} SET b = 'none' WHERE false", None),
+    ("SELECT * FROM {t}", None),
+    ("SELECT * FROM {t} WHERE a = %s", [1]),
+    ("DELETE FROM {t} WHERE a >= %s", [12]),
+    ("INSERT INTO {t} VALUES (20, 'x'); UPDATE {t} SET b = 'y' WHERE a < 3", None),
+    ("INSERT INTO {t} VALUES (%s, 'x') ON CONFLICT (a) DO NOTHING", [20]),
+    ("CREATE INDEX ON {t} (b)", None),
+    ("ANALYZE {t}", None),
+    ("VACUUM {t}", None),
+    ("TRUNCATE {t}", None),
+    ("DROP TABLE {t}", None),
+]
+
+
+def test_execute_row_counts_equal_tcp(http, tcp, pg):
+    pg.execute("DROP TABLE IF EXISTS ht_exec_h; DROP TABLE IF EXISTS ht_exec_t")
+    for sql, params in EXECUTE_STEPS:
+        got = http.execute(sql.format(t="ht_exec_h"), params)
+        expected = tcp.execute(sql.format(t="ht_exec_t"), params)
+        assert got == expected, f"{sql}: HTTP {got} != TCP {expected}"
+        if sql.startswith("SELECT * FROM {t}\""):
+            assert got == 10
+    assert http.last_query is not None
+
+
+def test_execute_counts(http, pg):
+    pg.execute("DROP TABLE IF EXISTS ht_counts; CREATE TABLE ht_counts (a int)")
+    assert http.execute("INSERT INTO ht_counts SELECT generate_series(1, 7)") == 7
+    assert http.execute("UPDATE ht_counts SET a = a + 1 WHERE a > %s", [4]) == 3
+    assert http.execute("SELECT * FROM ht_counts") == 7
+    assert http.execute("DELETE FROM ht_counts") == 7
+    assert http.execute("CREATE TEMP TABLE ht_x (a int)") == -1
+    assert http.execute("DROP TABLE ht_counts") == -1
+
+
+@pytest.mark.parametrize("sql", [
+    "INSERT INTO ht_tx VALUES (10); INSERT INTO ht_tx VALUES (1/0)",
+    "INSERT INTO ht_tx VALUES (10), (10)",
+    "INSERT INTO ht_tx VALUES (10); UPDATE ht_tx SET a = 'x'",
+    "INSERT INTO ht_tx VALUES (10); SELECT ht_nope",
+])
+def test_a_failing_text_writes_nothing(http, tcp, pg, sql):
+    pg.execute("DROP TABLE IF EXISTS ht_tx; CREATE TABLE ht_tx (a int PRIMARY KEY)")
+    got, expected = both(http, tcp, "execute", sql)
+    assert_same_error(got, expected, sql, position=False)
+    assert pg.execute("SELECT count(*) FROM ht_tx").fetchone() == (0,)
+
+
+def test_schema_option_applies_over_http(compute, pg):
+    pg.execute("DROP SCHEMA IF EXISTS ht_sch CASCADE; CREATE SCHEMA ht_sch")
+    with nn.connect(compute.pooled_url, transport="http", http_url=compute.http_url, schema="ht_sch",
+                    suspend_after=None) as session, \
+            nn.connect(compute.pooled_url, direct_url=compute.direct_url, schema="ht_sch",
+                       suspend_after=None) as over_tcp:
+        assert session.execute("CREATE TABLE items (a int)") == -1
+        assert session.execute("INSERT INTO items VALUES (%s), (%s)", [1, 2]) == 2
+        assert pg.execute("SELECT table_schema FROM information_schema.tables WHERE table_name = 'items'"
+                          ).fetchall() == [("ht_sch",)]
+        sql = "SELECT current_schema() AS s, current_setting('search_path') AS p, count(*) AS n FROM items"
+        assert_same_table(session.read_arrow(sql), over_tcp.read_arrow(sql), sql)
+        assert session.read_arrow(sql).to_pylist()[0]["n"] == 2
+    pg.execute("DROP SCHEMA ht_sch CASCADE")
+
+
+def test_statement_timeout_applies_over_http(compute):
+    kwargs = dict(statement_timeout=0.3, suspend_after=None)
+    with nn.connect(compute.pooled_url, transport="http", http_url=compute.http_url, **kwargs) as session, \
+            nn.connect(compute.pooled_url, direct_url=compute.direct_url, **kwargs) as over_tcp:
+        for method in ("read_arrow", "execute"):
+            started = time.monotonic()
+            got, expected = both(session, over_tcp, method, "SELECT pg_sleep(3)")
+            assert time.monotonic() - started < 2.5
+            assert_same_error(got, expected, method, position=False)
+            assert got.error.sqlstate == "57014"
+        assert session.read_arrow("SELECT current_setting('statement_timeout') AS t").to_pylist() == [{"t": "300ms"}]
