@@ -589,7 +589,7 @@ def test_the_position_maps_back_over_parameters(http, tcp):
     got, expected = both(http, tcp, "read_arrow", sql, ["a much longer value than $1", 12345678])
     assert_same_error(got, expected, sql, position=False)
     assert got.error.diag.statement_position == str(sql.index("ht_nope") + 1)
-    assert str(got.error).endswith("LINE 1: SELECT %s AS a, %s AS b, ht_nope\n" + " " * 32 + "^")
+    assert str(got.error).endswith("LINE 1: SELECT %s AS a, %s AS b, ht_nope\n" + " " * (8 + 25) + "^")
 
 
 def test_errors_in_several_statements(http, tcp):
