@@ -33,7 +33,7 @@ Cut offsets come from a clean run of the same call through ``fault_support``'s
 ``CountingRelay`` (the answer's bytes: status line, headers, body). The default run
 takes a Latin square (every reader meets every kind once, its phase rotated so that
 every reader and every kind meets every phase), a second square for the writes, and
-every phase of the cut for read_arrow and the writes: 55 cells, about 30 s.
+every phase of the cut for read_arrow and the writes: 55 cells, about 20 s with the tests below.
 ``NN_HTTP_FAULTS_FULL=1`` runs the whole product (144 cells). A table of outcomes is
 printed at the end of the run (``NN_HTTP_FAULTS_TABLE=path`` also writes it, with every
 clear error, to a file).
@@ -45,7 +45,6 @@ import hashlib
 import itertools
 import os
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -488,7 +487,7 @@ def test_http_fault_cell(env, cell, tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_crash_while_waking_is_answered(env):
+def test_crash_while_waking_is_answered(env, tmp_path):
     """A crash just after the wake a write's request waited for: the server still answers (500,
     re-sent; or the query's own error), so the write is never left uncertain. The crash lands at
     a different point of the request's log-in each time: a few tries find every one."""
@@ -499,7 +498,7 @@ def test_crash_while_waking_is_answered(env):
         session = env.session()
         injector = Injector(cell, compute, None)
         try:
-            seen.append(str(CALL[cell.reader](Run(cell, session, Path("."), text(cell)))))
+            seen.append(str(CALL[cell.reader](Run(cell, session, tmp_path, text(cell)))))
         except Exception as exc:
             seen.append(f"{type(exc).__name__}: {str(exc)[:100]}")
         finally:
