@@ -193,13 +193,20 @@ class HttpSession(Session):
 
     def _table(self, sql: str, params: Any, direct: bool, progress: ProgressArg, views: bool = False) -> pa.Table:
         from .http._arrow import to_table
+        from .readers._output import check_output
 
         started = time.monotonic()
         with _progress(progress) as shown:
             exchange = self._exchange(sql, params, direct, read=True)
-            result = _rows_result(exchange)
-            table = to_table(result, exchange.settings, self._catalog_lookup(direct), views=views) \
-                if result is not None else _empty()
+            index = _rows_index(exchange)
+            if index is None:
+                table = _empty()
+            else:
+                def check(columns: list) -> None:
+                    check_output(exchange.text, columns, exchange.settings, index, len(exchange.results))
+
+                table = to_table(exchange.results[index], exchange.settings, self._catalog_lookup(direct),
+                                 views=views, check=check)
             if shown is not None:
                 shown(table.num_rows, exchange.bytes, None)
         self.last_query = QueryStats(table.num_rows, exchange.bytes, time.monotonic() - started)
@@ -285,11 +292,12 @@ class HttpSession(Session):
         return f"<Session over HTTP {self._endpoints()} state={self.state}>"
 
 
-def _rows_result(exchange: Exchange):
-    """The last statement's result that returns rows (as the TCP row path takes), else None."""
-    for result in reversed(exchange.results):
+def _rows_index(exchange: Exchange) -> int | None:
+    """Which statement's rows a read returns: the last that returns rows (as the TCP row path), else None."""
+    for i in range(len(exchange.results) - 1, -1, -1):
+        result = exchange.results[i]
         if result.fields or result.command in ("SELECT", "FETCH", "SHOW"):
-            return result
+            return i
     return None
 
 

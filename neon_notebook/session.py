@@ -259,6 +259,8 @@ class Session:
     def execute(self, sql: str, params: Any = None, *, direct: bool = False) -> int:
         """Run a statement (parameters bound, never pasted) and return its row count; -1 when it has none.
 
+        With several statements, the count is the last one's.
+
         It runs once, in its own transaction (committed when it succeeds), on the
         pooled endpoint, or the direct one with ``direct=True``; a connection lost
         mid-statement is never retried: the statement may have run.
@@ -443,15 +445,22 @@ def _execute(conn: psycopg.Connection, sql: str, params: Any) -> int:
     import psycopg
 
     try:
-        return conn.execute(sql, params).rowcount
+        return _last_count(conn.execute(sql, params))
     except psycopg.errors.ActiveSqlTransaction:
         conn.rollback()  # nothing ran: PostgreSQL refused it before it began
     conn.autocommit = True  # refused, with what to do, on a pooled connection with SET LOCAL settings
     try:
-        return conn.execute(sql, params).rowcount
+        return _last_count(conn.execute(sql, params))
     finally:
         if not conn.closed:
             conn.autocommit = False
+
+
+def _last_count(cur: psycopg.Cursor) -> int:
+    """The row count of the text's last statement (psycopg's cursor stands on the first)."""
+    while cur.nextset():
+        pass
+    return cur.rowcount
 
 
 def _check_progress(progress: object) -> None:

@@ -52,8 +52,18 @@ def sql_error(err: ServerError, text: str, position: int | None, *, drop_positio
     diag = errors.Diagnostic(**{name: (str(body[key]) if body.get(key) not in (None, "") else None)
                                 for key, name in _DIAG.items()},
                              severity_nonlocalized=body.get("severity") or None)
-    message = diag.message_primary or ""
-    return errors.sql_error(diag, message + excerpt(text, position) if position else message)
+    return errors.sql_error(diag, libpq_message(diag, text, position))
+
+
+def libpq_message(diag: errors.Diagnostic, text: str, position: int | None) -> str:
+    """The error's text as libpq writes it (psycopg's ``str``): the primary message, the
+    ``LINE n:`` excerpt, then DETAIL, HINT, QUERY and CONTEXT lines."""
+    lines = [(diag.message_primary or "") + (excerpt(text, position) if position else "")]
+    for label, value in (("DETAIL", diag.message_detail), ("HINT", diag.message_hint),
+                         ("QUERY", diag.internal_query), ("CONTEXT", diag.context)):
+        if value:
+            lines.append(f"{label}:  {value}")
+    return "\n".join(lines)
 
 
 def describe(err: ServerError) -> str:

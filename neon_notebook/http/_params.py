@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .. import _sqltext
+from ..errors import DataError
 from ._errors import ProgrammingError
 
 __all__ = ["Edit", "bind", "encode", "placeholders"]
@@ -64,15 +66,21 @@ def bind(query: str, params: Sequence[Any] | Mapping[str, Any] | None
             raise TypeError("named placeholders require a mapping of parameters")
         values, numbers = list(params), list(range(len(items)))
     encoded = [encode(v) for v in values]
+    in_code = {t.start for t in _sqltext.iter_tokens(query) if t.kind == "op" and t.value == "%"}
     out = [pieces[0]]
     edits = [span for span in spans if span[2] == 1]  # the "%%" that became "%"
+    sent: dict[int, int] = {}  # value index -> its $n: only values the SQL itself uses are sent
     for n, piece, (start, end, _) in zip(numbers, pieces[1:], (s for s in spans if s[2] != 1)):
-        cast = encoded[n][1]
-        placeholder = f"${n + 1}::{cast}" if cast else f"${n + 1}"
+        text, cast = encoded[n]
+        if start not in in_code:  # in a comment or a string: psycopg pastes the literal there
+            placeholder = _literal(text, cast).replace("\n", " ")
+        else:
+            number = sent.setdefault(n, len(sent) + 1)
+            placeholder = f"${number}::{cast}" if cast else f"${number}"
         out.append(placeholder)
         out.append(piece)
         edits.append((start, end, len(placeholder)))
-    return "".join(out), [text for text, _ in encoded], sorted(edits)
+    return "".join(out), [encoded[n][0] for n in sent], sorted(edits)
 
 
 def placeholders(query: str) -> list[int | str]:
@@ -111,9 +119,34 @@ def _split(query: str) -> tuple[list[str], list[int | str], list[Edit]]:
         current = []
         items.append(item)
         spans.append((m.start(), m.end(), 0))
-    current.append(query[pos:])
+    rest = query[pos:]
+    current.append(rest)
     pieces.append("".join(current))
+    _check_unmatched(query, spans)
     return pieces, items, spans
+
+
+def _check_unmatched(query: str, spans: list[Edit]) -> None:
+    """A ``%`` no placeholder took (the last character, or before a newline): psycopg's ClientCursor
+    then fails formatting its template, with Python's ValueError."""
+    taken = {i for start, end, _ in spans for i in range(start, end)}
+    for i, c in enumerate(query):
+        if c == "%" and i not in taken:
+            if i == len(query) - 1:
+                raise ValueError("incomplete format")
+            raise ValueError(f"unsupported format character {query[i + 1]!r} (0x{ord(query[i + 1]):x}) at index {i + 1}")
+
+
+def _literal(text: str | None, cast: str | None) -> str:
+    """A value as psycopg's literal: NULL, a number, or a quoted string with its cast."""
+    if text is None:
+        return "NULL"
+    if cast in ("int4", "int8", "bool") or cast == "numeric" and text not in ("NaN", "Infinity", "-Infinity"):
+        return text
+    quoted = "'" + text.replace("'", "''") + "'"
+    if "\\" in text:
+        quoted = "E" + quoted.replace("\\", "\\\\")
+    return f"{quoted}::{cast}" if cast else quoted
 
 
 # -- values -----------------------------------------------------------------------
@@ -130,7 +163,10 @@ def encode(value: Any) -> tuple[str | None, str | None]:
             return _float_text(value), "float8"
         return repr(value), "numeric"
     if isinstance(value, decimal.Decimal):
-        return _decimal_text(value), "numeric"
+        text = _decimal_text(value)
+        if value.is_finite() and value == value.to_integral_value() and text.lstrip("-").isdigit():
+            return text, _int_type(abs(int(value)))  # psycopg writes 5 for Decimal("5"): an integer literal
+        return text, "numeric"
     if isinstance(value, str):
         _check_text(value)
         return value, None
@@ -168,7 +204,7 @@ def _decimal_text(value: decimal.Decimal) -> str:
 
 def _check_text(value: str) -> None:
     if "\x00" in value:
-        raise ProgrammingError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        raise DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
 
 
 def _scalar(value: Any) -> tuple[str, str] | None:
@@ -200,7 +236,7 @@ def _interval_text(value: dt.timedelta) -> str:
 
 
 # -- arrays, records, JSON ------------------------------------------------------------
-_NEEDS_QUOTES = re.compile(r'[{}",\\\s]|^$|^null$', re.I)
+_NEEDS_QUOTES = re.compile(r'[{}",\\ \t\n\r\f\v]|^$|^null$', re.I)  # psycopg's: bytes \s, no \x1c-\x1f
 
 
 def _array(value: list) -> tuple[str, str | None]:
@@ -209,7 +245,7 @@ def _array(value: list) -> tuple[str, str | None]:
     types = {type(v) for v in leaves if v is not None}
     if len(types) > 1 and not types <= {int, bool} or types == {int, bool}:
         names = ", ".join(sorted(t.__name__ for t in types))
-        raise ProgrammingError(f"cannot dump lists of mixed types; got: {names}")
+        raise DataError(f"cannot dump lists of mixed types; got: {names}")
     cast = None
     if types:
         sample = next(v for v in leaves if v is not None)

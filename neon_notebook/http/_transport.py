@@ -20,6 +20,8 @@ from urllib.parse import quote
 from .. import _sqltext
 from .._config import Settings
 from .._endpoint import Endpoint
+from ..readers._guard import Text
+from ..readers._output import READ_SETTINGS, SETTINGS_READ
 from ._client import HttpClient, LostAnswer
 from ._errors import sql_error
 from ._params import bind, placeholders
@@ -37,7 +39,7 @@ _PRELUDE = ("SELECT current_setting('TimeZone'),"
             " set_config('extra_float_digits',"
             " greatest(current_setting('extra_float_digits')::int, 1)::text, true),"
             " set_config('bytea_output', 'hex', true)")
-_SETTINGS = ("TimeZone", "DateStyle", "IntervalStyle", "extra_float_digits", "bytea_output")
+_SETTINGS = SETTINGS_READ  # the prelude's columns, in this order
 _DEFAULT_SETTINGS = dict(zip(_SETTINGS, ("UTC", "ISO, MDY", "postgres", "1", "hex")))
 
 # First words of statements that read only; words that make a statement write.
@@ -54,7 +56,8 @@ class Exchange:
     """What one request gave: each user statement's result, the output settings, and its cost."""
 
     results: list[Result]
-    settings: dict[str, str]
+    settings: dict[str, str]  # the output settings the rows were printed under
+    text: Text
     seconds: float
     bytes: int
     attempts: int
@@ -93,22 +96,28 @@ class HttpTransport:
                  on_retry: Callable[[int, str, float], None] | None = None) -> Exchange:
         """Run ``text``; ``retry_lost``: the caller allows one re-send of a lost answer (reads)."""
         statements = split(text, params)
+        guard = Text.of(text)
         read_only = retry_lost and looks_read_only(text)
         try:
-            return self._send(text, statements, read_only, on_retry, retry_lost=read_only)
+            return self._send(guard, statements, read_only, on_retry, retry_lost=read_only)
         except _Refused as refused:
             err = refused.err
             if err.code == _READ_ONLY_SQL_TRANSACTION and read_only:
                 # It wrote after all (a function?): nothing was kept; run it as a write, once.
-                return self._send(text, statements, False, on_retry, retry_lost=False)
+                return self._send(guard, statements, False, on_retry, retry_lost=False)
             if err.code == _ACTIVE_SQL_TRANSACTION and len(statements) == 1:
-                return self._send(text, statements, False, on_retry, retry_lost=False, prelude=False)
+                return self._send(guard, statements, False, on_retry, retry_lost=False, prelude=False)
             raise refused.error from None
 
-    def _send(self, text: str, statements: list[_Statement], read_only: bool, on_retry, *,
+    def _send(self, guard: Text, statements: list[_Statement], read_only: bool, on_retry, *,
               retry_lost: bool, prelude: bool = True) -> Exchange:
+        # A text that may change an output setting is followed by a second reading of them:
+        # its rows were printed under the settings it left (the readers check them).
+        reread = prelude and bool(guard.output_changes)
         if prelude:
             queries = [(self._prelude_text(), self._prelude_params()), *((s.text, s.params) for s in statements)]
+            if reread:
+                queries.append((READ_SETTINGS, []))
             body = batch_body(queries)
             head = headers(self._connection_string, read_only=read_only)
         else:
@@ -129,20 +138,23 @@ class HttpTransport:
             results = parse(answer.status, answer.body)
         except ServerError as err:
             if err.code and len(err.code) == 5 and err.status == 400:
-                raise _Refused(err, self._positioned(err, text, statements)) from None
+                raise _Refused(err, self._positioned(err, guard.sql, statements)) from None
             raise
         if prelude:
             settings = dict(zip(_SETTINGS, results[0].rows[0])) if results and results[0].rows else {}
             results = results[1:]
+            if reread:
+                settings = dict(zip(SETTINGS_READ, results[-1].rows[0]))
+                results = results[:-1]
         else:
             settings = dict(_DEFAULT_SETTINGS)
-        return Exchange(results, settings, answer.seconds, len(answer.body), answer.attempts, read_only)
+        return Exchange(results, settings, guard, answer.seconds, len(answer.body), answer.attempts, read_only)
 
     def _prelude_text(self) -> str:
         extra, n = [], 0
         if self.settings.schema:
             n += 1
-            extra.append(f", set_config('search_path', ${n}, true)")
+            extra.append(f", set_config('search_path', quote_ident(${n}), true)")  # as SET shows it
         if self.settings.statement_timeout:
             n += 1
             extra.append(f", set_config('statement_timeout', ${n}, true)")
@@ -151,7 +163,7 @@ class HttpTransport:
     def _prelude_params(self) -> list[str | None]:
         out: list[str | None] = []
         if self.settings.schema:
-            out.append('"' + self.settings.schema.replace('"', '""') + '"')
+            out.append(self.settings.schema)
         if self.settings.statement_timeout:
             out.append(str(max(1, round(self.settings.statement_timeout * 1000))))
         return out

@@ -302,13 +302,17 @@ def text_block(
     columns: list[Column], values: list[list[bytes | None]], num_rows: int, encoding: str = "utf-8"
 ) -> Block:
     """A block from PostgreSQL text values (the row path)."""
-    out, text = [], set()
     utf8 = encoding in ("utf-8", "utf8")
-    for i, (col, vals) in enumerate(zip(columns, values)):
-        if utf8:
-            arr = pa.array(vals, pa.binary()).cast(pa.string())
-        else:
-            arr = pa.array([v if v is None else v.decode(encoding) for v in vals], pa.string())
+    arrays = [pa.array(vals, pa.binary()).cast(pa.string()) if utf8
+              else pa.array([v if v is None else v.decode(encoding) for v in vals], pa.string())
+              for vals in values]
+    return strings_block(columns, arrays, num_rows)
+
+
+def strings_block(columns: list[Column], arrays: list[pa.Array], num_rows: int) -> Block:
+    """A block from one string array of PostgreSQL text per column (the row path, the HTTP transport)."""
+    out, text = [], set()
+    for i, (col, arr) in enumerate(zip(columns, arrays)):
         if col.kind.deferred:
             out.append([arr])
             continue
