@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from psycopg.types.json import Json, Jsonb
 
 import neon_notebook as nn
+from neon_notebook._http_session import HttpSession
 from neon_notebook.errors import ConfigurationError, PermanentConnectError, WakeTimeout
 from neon_notebook.local import LocalCompute
 
@@ -691,3 +692,216 @@ def test_statement_timeout_applies_over_http(compute):
             assert_same_error(got, expected, method, position=False)
             assert got.error.sqlstate == "57014"
         assert session.read_arrow("SELECT current_setting('statement_timeout') AS t").to_pylist() == [{"t": "300ms"}]
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Lifecycle: cold starts, failed wakes, a wrong password; no password anywhere
+# ---------------------------------------------------------------------------------------------
+
+SECRET = "Quokka-Zebra-7731-Unmistakable"
+WRONG = "Wombat-Lynx-4420-NotThePassword"
+ACTIVATION = 0.8
+
+
+@pytest.fixture(scope="module")
+def cold(compute):
+    """A compute of its own: suspended until asked, ``ACTIVATION`` s of cold start, a distinctive password."""
+    c = LocalCompute(suspend_after=None, activation_delay=ACTIVATION, password=SECRET, monitor_interval=0.2)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def shown(caplog):
+    """Every text a user could see: collected by the tests, checked for both passwords at the end."""
+    texts: list[str] = []
+    caplog.set_level(logging.DEBUG, logger="neon_notebook")
+    yield texts
+    texts.append(caplog.text)
+    for text in texts:
+        assert SECRET not in text and WRONG not in text, text
+
+
+def http_session(c: LocalCompute, url: str | None = None, **kwargs) -> nn.Session:
+    kwargs.setdefault("suspend_after", None)
+    return nn.connect(url or c.pooled_url, direct_url=None if url else c.direct_url, transport="http",
+                      http_url=c.http_url, **kwargs)
+
+
+def seen(session, *errors) -> list[str]:
+    status = session.status()
+    return [repr(session), str(session), str(status), repr(status), str(status.detail), str(status.last_error),
+            session.http_url, *(str(e) for e in errors), *(repr(e) for e in errors)]
+
+
+def test_a_wrong_password_wakes_nothing(cold, shown):
+    assert cold.state == "suspended"
+    wakes = cold.wakes
+    session = http_session(cold, cold.pooled_url.replace(SECRET, WRONG))
+    with pytest.raises(PermanentConnectError, match="password authentication failed") as err:
+        session.read_arrow("SELECT 1")
+    assert cold.wakes == wakes and cold.state == "suspended"
+    assert session.state == "error"
+    shown += seen(session, err.value)
+    session.close()
+
+
+def test_activation_longer_than_wake_timeout_is_a_wake_timeout(cold, shown):
+    cold.suspend()
+    session = http_session(cold, wake_timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(WakeTimeout) as err:
+        session.read_arrow("SELECT 1")
+    assert time.monotonic() - started < ACTIVATION, "waited past wake_timeout"
+    assert session.state == "error"
+    shown += seen(session, err.value)
+    session.close()
+
+
+def test_a_cold_start_is_ridden_out(cold, shown):
+    cold.suspend()
+    assert cold.state == "suspended"
+    wakes = cold.wakes
+    session = http_session(cold, wake_timeout=30)
+    assert session.state == "unknown"
+    started = time.monotonic()
+    assert session.read_arrow("SELECT 42 AS x").to_pylist() == [{"x": 42}]
+    assert time.monotonic() - started >= ACTIVATION  # it waited through the wake
+    assert session.state == "active" and cold.wakes == wakes + 1 and cold.state == "active"
+    assert session.execute("SELECT 1") == 1
+    shown += seen(session)
+    session.close()
+
+
+def test_failed_wakes_are_retried(cold, shown):
+    cold.suspend()
+    cold.fail_next_wakes(2)
+    session = http_session(cold, wake_timeout=30)
+    assert session.read_arrow("SELECT 1 AS x", direct=True).to_pylist() == [{"x": 1}]
+    assert session.state == "active"
+    report = session.warm_up()
+    shown += seen(session) + [str(report), repr(report)]
+    session.close()
+
+
+def test_an_sql_error_on_a_password_protected_compute_shows_no_password(cold, shown):
+    session = http_session(cold, wake_timeout=30)
+    with pytest.raises(psycopg.errors.UndefinedColumn) as err:
+        session.read_arrow(f"SELECT {SECRET.replace('-', '_')}x")
+    shown += seen(session, err.value)
+    session.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. The /sql URL of a Neon host; what an HTTP session cannot do
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("host, expected", [
+    ("ep-cool-name-123456.us-east-2.aws.neon.tech", "https://api.us-east-2.aws.neon.tech/sql"),
+    ("ep-cool-name-123456-pooler.us-east-2.aws.neon.tech", "https://api.us-east-2.aws.neon.tech/sql"),
+    ("ep-cool-name-123456.c-2.us-east-2.aws.neon.tech", "https://api.c-2.us-east-2.aws.neon.tech/sql"),
+    ("ep-cool-name-123456-pooler.c-2.us-east-2.aws.neon.tech", "https://api.c-2.us-east-2.aws.neon.tech/sql"),
+    ("ep-x-1.eu-central-1.aws.neon.tech", "https://api.eu-central-1.aws.neon.tech/sql"),
+])
+def test_http_url_is_derived_from_a_neon_host(host, expected):
+    url = f"postgresql://alex:{SECRET}@{host}/neondb?sslmode=require"
+    with nn.connect(url, transport="http") as session:  # nothing connects
+        assert session.http_url == expected
+        assert session.state == "unknown" and session.last_query is None
+        for text in seen(session):
+            assert SECRET not in text
+
+
+def test_an_explicit_http_url_wins(compute):
+    url = f"postgresql://alex:{SECRET}@ep-cool-name-123456.us-east-2.aws.neon.tech/neondb"
+    with nn.connect(url, transport="http", http_url=compute.http_url) as session:
+        assert session.http_url == compute.http_url
+
+
+def test_a_non_neon_host_needs_http_url_and_nothing_is_sent():
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    try:
+        with pytest.raises(ConfigurationError, match="http_url") as err:
+            nn.connect(f"postgresql://alex:{SECRET}@127.0.0.1:{port}/db", transport="http")
+        assert SECRET not in str(err.value)
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):  # no connection was ever made
+            listener.accept()
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("kwargs", [{"transport": "tcp", "http_url": "http://127.0.0.1:1/sql"},
+                                    {"transport": "ws"}, {"transport": "HTTP"}])
+def test_bad_transport_options(kwargs):
+    with pytest.raises(ConfigurationError):
+        nn.connect("postgresql://alex:pw@ep-x-1.us-east-2.aws.neon.tech/db", **kwargs)
+
+
+def test_an_http_session_has_no_connection_to_lend():
+    with nn.connect(f"postgresql://alex:{SECRET}@ep-x-1.us-east-2.aws.neon.tech/db", transport="http") as session:
+        for enter in (session.connection, session.direct):
+            with pytest.raises(ConfigurationError, match='HTTP session.*transport="tcp"'):
+                with enter():
+                    pass
+        with pytest.raises(ConfigurationError, match='HTTP session.*transport="tcp"'):
+            session.write(pa.table({"a": [1]}), "t")
+        assert session.state == "unknown"  # nothing was sent
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. The magics on an HTTP session
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def shell(monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from neon_notebook.ui.magics import NeonMagics
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("DIRECT_URL", raising=False)
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "neon_notebook.ui.magics")
+    fresh = NeonMagics(shell)
+    shell.register_magics(fresh)
+    yield shell, fresh
+    for name in list(fresh.sessions):
+        fresh.sessions.pop(name).close()
+
+
+def test_magics_read_over_http(shell, compute, tcp, capsys):
+    ipython, magics = shell
+    password = compute.direct_url.split(":")[2].split("@")[0]
+    ipython.run_line_magic("neon", f"connect web {compute.pooled_url} --direct-url {compute.direct_url}"
+                                   f" --http --http-url {compute.http_url}")
+    ipython.run_line_magic("neon", f"connect plain {compute.pooled_url} --direct-url {compute.direct_url}")
+    out = capsys.readouterr().out
+    assert "web: postgres@127.0.0.1" in out and "over HTTP" in out.split("plain:")[0]
+    assert "over HTTP" not in out.split("plain:")[1]
+    assert isinstance(magics.sessions["web"], HttpSession) and not isinstance(magics.sessions["plain"], HttpSession)
+    ipython.run_line_magic("neon", "use web")
+    query = "select i, i * 1.5 as f, 'x' || i as s, :n::int as n from generate_series(1, 3) i"
+    ipython.user_ns["n"] = 7
+    ipython.run_cell_magic("sql", "df", query)
+    ipython.run_cell_magic("sql", "--arrow tbl", query)
+    ipython.run_cell_magic("sql", "--polars pl_df", query)
+    expected = tcp.read_arrow(query.replace(":n", "%(n)s"), {"n": 7})
+    assert_same_table(ipython.user_ns["tbl"], expected, "%%sql --arrow")
+    pd.testing.assert_frame_equal(ipython.user_ns["df"], tcp.read_pandas(query.replace(":n", "%(n)s"), {"n": 7}))
+    assert ipython.user_ns["pl_df"].equals(pl.from_arrow(expected))
+    ipython.run_line_magic("neon", "status web")
+    ipython.run_line_magic("neon", "list")
+    ipython.run_line_magic("neon", "warm web")
+    out = capsys.readouterr().out
+    assert "active" in out and "over HTTP" in out
+    # an error cell shows the same message and caret as on the TCP session
+    errors = []
+    for name in ("web", "plain"):
+        ipython.run_line_magic("neon", f"use {name}")
+        ipython.run_cell("%%sql\nselect 1,\n  ht_nope")
+        errors.append(capsys.readouterr())
+    assert errors[0].out + errors[0].err == errors[1].out + errors[1].err
+    assert "ht_nope" in errors[0].out + errors[0].err
+    assert password not in out + "".join(e.out + e.err for e in errors)
