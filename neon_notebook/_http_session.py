@@ -41,6 +41,9 @@ __all__ = ["HttpSession"]
 
 log = logging.getLogger("neon_notebook")
 
+#: SQLSTATEs of a compute going away under a request (suspension, crash, restart): the state follows.
+_GONE = frozenset({"57P01", "57P02", "57P03"})
+
 
 class HttpResources(Lifecycle):
     """An HTTP session's transport (one per endpoint role) and what it records."""
@@ -144,16 +147,19 @@ class HttpSession(Session):
             raise error from None
         except LostAnswer as exc:
             resources.set_state(ComputeState.UNKNOWN, self._redact(str(exc)))
-            if read:
-                raise ConnectError(self._redact(f"{exc}; the read was sent twice and lost twice; run it again.")) \
-                    from None
+            if getattr(exc, "resent", False):  # a read-only read, lost twice: nothing was written
+                raise ConnectError(self._redact(
+                    f"{exc}; the read (read-only) was sent twice and lost twice; run it again.")) from None
             raise CommitUncertain(self._redact(
-                f"{exc}. The statement may have run and committed; it was not re-run. "
+                f"{exc}. The text may have run and committed; it was not re-run. "
                 "Check before running it again.")) from None
         except ServerError as err:
             raise self._proxy_error(err) from None
-        except errors.Error:  # PostgreSQL refused the SQL: the compute answered
-            resources.set_state(ComputeState.ACTIVE)
+        except errors.Error as exc:  # PostgreSQL refused the SQL: the compute answered, or went away
+            if getattr(exc, "sqlstate", None) in _GONE:
+                resources.set_state(ComputeState.SUSPENDED, self._redact(str(exc).splitlines()[0]))
+            else:
+                resources.set_state(ComputeState.ACTIVE)
             raise
         resources.set_state(ComputeState.ACTIVE)
         return exchange

@@ -126,6 +126,11 @@ class HttpClient:
             conn.close()
             raise
         seconds = time.perf_counter() - started
+        if response.length is None and not response.chunked and response.status != 204:
+            # No Content-Length, not chunked: http.client takes EOF anywhere (even inside the
+            # headers) for the end; Neon's proxy always frames its answers, so this one was cut.
+            conn.close()
+            raise LostAnswer(f"the answer from {self._host} was cut off (no framing)")
         if response.will_close:
             conn.close()
         else:

@@ -95,4 +95,12 @@ def excerpt(text: str, position: int | None) -> str:
             line = ("..." if first else "") + line[first:cut] + ("..." if cut < len(line) else "")
             caret = caret - first + (3 if first else 0)
     label = f"LINE {line_no}: "
-    return f"\n{label}{prefix}{line}\n{' ' * (len(label) + caret)}^"
+    return f"\n{label}{prefix}{line}\n{' ' * (len(label) + _width(line[:caret]))}^"
+
+
+def _width(text: str) -> int:
+    """Display columns, as libpq counts them for the caret: wide characters 2, combining ones 0."""
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+               for c in text)

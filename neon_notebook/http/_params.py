@@ -241,24 +241,31 @@ _NEEDS_QUOTES = re.compile(r'[{}",\\ \t\n\r\f\v]|^$|^null$', re.I)  # psycopg's:
 
 def _array(value: list) -> tuple[str, str | None]:
     """A list as an array literal, with the element type psycopg would give it (int2[] for small ints...)."""
-    leaves = list(_leaves(value))
-    types = {type(v) for v in leaves if v is not None}
-    if len(types) > 1 and not types <= {int, bool} or types == {int, bool}:
-        names = ", ".join(sorted(t.__name__ for t in types))
+    leaves = [v for v in _leaves(value) if v is not None]
+    kinds = {_element_kind(v) for v in leaves}
+    if len(kinds) > 1:
+        names = ", ".join(sorted({type(v).__name__ for v in leaves}))
         raise DataError(f"cannot dump lists of mixed types; got: {names}")
     cast = None
-    if types:
-        sample = next(v for v in leaves if v is not None)
-        if isinstance(sample, bool):
-            cast = "bool"
-        elif isinstance(sample, int):
-            top = max(v if v >= 0 else -v - 1 for v in leaves if v is not None)
-            cast = "int2" if top < _INT2 else _int_type(top)
-        elif isinstance(sample, float):
-            cast = "float8"
-        else:
-            cast = encode(sample)[1]
+    if kinds == {"int"}:
+        top = max(v if v >= 0 else -v - 1 for v in leaves)
+        cast = "int2" if top < _INT2 else _int_type(top)
+    elif kinds:
+        cast = kinds.pop()
     return _array_text(value), (f"{cast}[]" if cast else None)
+
+
+def _element_kind(v: Any) -> str | None:
+    """What decides an array's type: "int" (sized later), else the element's cast (None: unknown)."""
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float8"
+    if isinstance(v, decimal.Decimal):
+        return "numeric"
+    return encode(v)[1]
 
 
 def _leaves(value: list):
@@ -297,14 +304,23 @@ def _quote(text: str) -> str:
 
 
 def _record(value: tuple) -> str:
+    """A tuple as psycopg writes it: a record literal, quotes and backslashes doubled inside quotes."""
     parts = []
     for v in value:
         if v is None:
             parts.append("")
             continue
         text = _element_text(v) if not isinstance(v, (list, tuple)) else encode(v)[0] or ""
-        parts.append(_quote(text) if re.search(r'[(),"\\\s]|^$', text) else text)
+        if not text:
+            parts.append('""')
+        elif _RECORD_NEEDS_QUOTES.search(text):
+            parts.append('"' + re.sub(r'(["\\])', r"\1\1", text) + '"')
+        else:
+            parts.append(text)
     return "(" + ",".join(parts) + ")"
+
+
+_RECORD_NEEDS_QUOTES = re.compile(r'[",\\ \t\n\r\f\v()]')  # psycopg's composite dumper's
 
 
 def _json_wrapper(value: Any) -> tuple[str, str] | None:

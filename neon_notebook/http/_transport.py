@@ -11,6 +11,7 @@ so that if its answer is lost it can be re-sent without writing twice.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from .. import _sqltext
 from .._config import Settings
 from .._endpoint import Endpoint
 from ..readers._guard import Text
-from ..readers._output import READ_SETTINGS, SETTINGS_READ
+from ..readers._settings import READ_SETTINGS, SETTINGS_READ
 from ._client import HttpClient, LostAnswer
 from ._errors import sql_error
 from ._params import bind, placeholders
@@ -130,16 +131,16 @@ class HttpTransport:
             try:
                 answer = self.client.post_through_wake(body, head, deadline=deadline, timeout=timeout,
                                                        on_retry=on_retry)
+                results = _parse(answer.status, answer.body)
                 break
-            except LostAnswer:
+            except LostAnswer as exc:
                 if attempt == 2 or not retry_lost:
+                    exc.resent = attempt == 2  # type: ignore[attr-defined]
                     raise
-        try:
-            results = parse(answer.status, answer.body)
-        except ServerError as err:
-            if err.code and len(err.code) == 5 and err.status == 400:
-                raise _Refused(err, self._positioned(err, guard.sql, statements)) from None
-            raise
+            except ServerError as err:
+                if err.code and len(err.code) == 5 and err.status == 400:
+                    raise _Refused(err, self._positioned(err, guard.sql, statements)) from None
+                raise
         if prelude:
             settings = dict(zip(_SETTINGS, results[0].rows[0])) if results and results[0].rows else {}
             results = results[1:]
@@ -182,6 +183,24 @@ class HttpTransport:
 
     def close(self) -> None:
         self.client.close()
+
+
+#: A 400 without SQLSTATE is the proxy refusing the request before it ran (these words), or
+#: the compute's connection lost while it ran (tokio-postgres' "connection closed"...).
+_REFUSED = re.compile(r"password authentication failed|^invalid |incorrect scheme|^missing |could not parse|"
+                      r"not supported|did not match any variant|too large|authentication", re.I)
+
+
+def _parse(status: int, body: bytes) -> list[Result]:
+    """The answer's results; a connection to the compute lost mid-request is a lost answer (it may have run)."""
+    try:
+        return parse(status, body)
+    except ServerError as err:
+        if status == 400 and not err.code and not _REFUSED.search(err.message):
+            raise LostAnswer(f"the compute's connection was lost while the request ran ({err.message})") from None
+        raise
+    except ValueError:  # a 200 that is not JSON: not an answer Neon's proxy writes
+        raise LostAnswer("the answer was not complete JSON") from None
 
 
 def connection_string(endpoint: Endpoint) -> str:

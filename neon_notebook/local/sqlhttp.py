@@ -25,7 +25,7 @@ from urllib.parse import unquote_to_bytes
 from .pgclient import Cancelled, Column, ConnectionLost, PgConnection, PgError
 from .sqljson import JsonConversionError, TypeKinds, dumps, param_text, value_to_json
 
-from .wire import COULD_NOT_CONNECT
+from .wire import COULD_NOT_CONNECT, ProtocolError
 _ISOLATION = {"Serializable": "SERIALIZABLE", "ReadUncommitted": "READ UNCOMMITTED",
               "ReadCommitted": "READ COMMITTED", "RepeatableRead": "REPEATABLE READ"}
 _ERROR_KEYS = ("message", "code", "detail", "hint", "position", "internalPosition", "internalQuery",
@@ -388,7 +388,7 @@ class SqlOverHttp:
                 raise SqlError(400, f"password authentication failed for user '{info.user}'") from None
             status = 400 if exc.code in ("3D000", "28000") else 500
             raise SqlError(status, exc.fields.get("M", ""), exc.fields) from None
-        except (OSError, ConnectionLost, ValueError):
+        except (OSError, ConnectionLost, ValueError, ProtocolError):  # the backend died while logging in
             raise SqlError(500, COULD_NOT_CONNECT) from None
 
 

@@ -45,7 +45,8 @@ that the decoders import without psycopg)::
     _registry  one data row per PostgreSQL type: kind, Arrow type, wire code
     _kinds     Kind classes: PostgreSQL type -> Arrow, from text and CSV
     _text      PostgreSQL's text output <-> Arrow (dates, timestamps, bytea...)
-    _output    the output settings a read reads and fixes
+    _settings  the output settings PostgreSQL's text follows, and the query reading them
+    _output    what a read does with them: the fixes it sets, the changes it refuses
     _catalog   TypeResolver: column OIDs -> kinds, asking pg_type for the rest
     _arrays    array literals -> nested lists, without psycopg (the HTTP transport's)
     _decode    blocks -> Arrow: the binary (C) and text parsers, no psycopg

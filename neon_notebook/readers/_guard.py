@@ -21,7 +21,7 @@ from typing import Sequence, Tuple
 
 from .._sqltext import Statement, Token, statements, tokens
 from ..errors import SessionSettingWarning, SessionStateRefused, UnsupportedStatement
-from ._output import SETTINGS_READ
+from ._settings import SETTINGS_READ
 
 #: Settings that shape PostgreSQL's text output (lowercase, as SET spells them).
 OUTPUT_SETTINGS = frozenset(name.lower() for name in SETTINGS_READ)

@@ -13,13 +13,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 from ..errors import OutputSettingChanged
+from ._settings import READ_SETTINGS, SETTINGS_READ
 from ._kinds import Array, Bytea, Column, Date, Interval, Kind, Number, Timestamp
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._guard import Text
 
-# Settings that shape PostgreSQL's text output, read at the start of a read.
-SETTINGS_READ = ("TimeZone", "DateStyle", "IntervalStyle", "extra_float_digits", "bytea_output")
 
 
 def output_fixes(settings: dict[str, str]) -> dict[str, str]:
@@ -53,9 +52,6 @@ def output_fixes(settings: dict[str, str]) -> dict[str, str]:
     return fixes
 
 
-#: One query for the output settings the parsers depend on (at the start of a read, and
-#: after a text that may have changed them).
-READ_SETTINGS = "SELECT " + ", ".join(f"current_setting('{k}')" for k in SETTINGS_READ)
 
 #: The values of each setting the parsers read, for messages.
 READABLE = {
