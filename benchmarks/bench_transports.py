@@ -12,6 +12,8 @@ all paths). Two questions, each peer in its own fresh process, interleaved,
    protocol's cost); "process" is the child's whole wall time, interpreter
    start and imports included (what a cron job or a CLI pays). The floor is
    psycopg's ``connect`` + ``execute`` + ``fetchall`` on the pooled endpoint.
+   Then ("warm") the same query again in each process's open session, at 0 and
+   25 ms: the median of `--warm-reads` reads after the first.
 2. A 100k-row result of mixed types (int4, text with NULLs, timestamptz,
    numeric, bool) read whole with ``read_arrow``: over TCP (binary COPY) and
    over HTTP (one JSON answer, under Neon's 10 MiB response limit), at 0 and
@@ -37,12 +39,13 @@ import sys
 import time
 
 ONE_SHOT_QUERY = "select * from airlines"
-FLOOR = "psycopg connect + execute (floor)"
+FLOOR = "psycopg (floor)"
 TCP = "neon TCP (pooled)"
 HTTP = "neon HTTP"
 LARGE_TCP = "neon TCP (binary COPY)"
 TARGET = 0.6  # HTTP / TCP one-shot at 25 ms (issue 12)
 NEON_RESPONSE_LIMIT = 10 << 20
+PARTS = ("one-shot", "warm", "large")
 
 ORDERS_SETUP = """
 drop table if exists orders;
@@ -60,19 +63,27 @@ from generate_series(1, {rows}) as i
 CHILD = r"""
 import json, os, sys, time
 started = time.perf_counter()
-peer, query = sys.argv[1], sys.argv[2]
+peer, query, again = sys.argv[1], sys.argv[2], int(sys.argv[3])
 env = os.environ
+waits = []  # HTTP: each request's wait for its answer
+
+
+def timed(read):
+    began = time.perf_counter()
+    read()
+    return time.perf_counter() - began
+
 if peer == "psycopg":
     import psycopg
     imported = time.perf_counter()
-    with psycopg.connect(env["BENCH_POOLED_URL"]) as conn:
+    with psycopg.connect(env["BENCH_POOLED_URL"], autocommit=True, prepare_threshold=None) as conn:
         rows = len(conn.execute(query).fetchall())
         done = time.perf_counter()
-    nbytes = None
+        warm = [timed(lambda: conn.execute(query).fetchall()) for _ in range(again)]
+    nbytes = answer = None
 else:
     import pyarrow
     import neon_notebook as nn
-    waits = []
     import neon_notebook.errors
     connect = nn.connect
     if peer == "http":
@@ -102,17 +113,19 @@ else:
     rows = session.read_arrow(query, progress=False).num_rows
     done = time.perf_counter()
     nbytes = session.last_query.bytes
+    answer = sum(waits) if waits else None
+    warm = [timed(lambda: session.read_arrow(query, progress=False)) for _ in range(again)]
     session.close()
 print(json.dumps({"rows": rows, "imports": imported - started, "seconds": done - imported, "bytes": nbytes,
-                  "answer": sum(waits) if peer == "http" else None}))
+                  "answer": answer, "warm": sorted(warm)[len(warm) // 2] if warm else None}))
 """
 
 
-def run_child(peer: str, query: str, env: dict[str, str]) -> dict:
-    """One run in a fresh ``python -c``; adds the process's wall time."""
+def run_child(peer: str, query: str, env: dict[str, str], again: int = 0) -> dict:
+    """One run in a fresh ``python -c`` (then ``again`` reads in the warm session); adds the wall time."""
     kind = {FLOOR: "psycopg", TCP: "tcp", LARGE_TCP: "tcp", HTTP: "http"}[peer]
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, kind, query], env=env,
+    proc = subprocess.run([sys.executable, "-c", CHILD, kind, query, str(again)], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - started
     if proc.returncode:
@@ -124,7 +137,7 @@ def run_child(peer: str, query: str, env: dict[str, str]) -> dict:
 
 
 def measure(compute, peers: list[str], query: str, latencies_ms: list[float], repeat: int,
-            env: dict[str, str]) -> dict[tuple[float, str], list[dict]]:
+            env: dict[str, str], again: int = 0) -> dict[tuple[float, str], list[dict]]:
     """Every peer ``repeat`` times at each latency, interleaved, after one untimed run each."""
     results: dict[tuple[float, str], list[dict]] = {}
     for ms in latencies_ms:
@@ -133,7 +146,7 @@ def measure(compute, peers: list[str], query: str, latencies_ms: list[float], re
             run_child(peer, query, env)  # warm: page cache, PgBouncer's server connection
         for _ in range(repeat):
             for peer in peers:
-                results.setdefault((ms, peer), []).append(run_child(peer, query, env))
+                results.setdefault((ms, peer), []).append(run_child(peer, query, env, again))
     compute.latency(0, endpoint="all")
     return results
 
@@ -186,6 +199,16 @@ def large_table(results: dict[tuple[float, str], list[dict]], latencies_ms: list
                   f"| {answer} | {med(runs, 'process'):.2f} | {nbytes / 2**20:.1f} | {notes} |")
 
 
+def warm_table(results: dict[tuple[float, str], list[dict]], latencies_ms: list[float],
+               peers: list[str]) -> None:
+    print("\n| one-way latency | path | per read ms | × TCP |\n|---|---|---|---|")
+    for ms in latencies_ms:
+        base = results.get((ms, TCP))
+        for peer in peers:
+            w = med(results[(ms, peer)], "warm") * 1e3
+            print(f"| {ms:g} ms | {peer} | {w:.1f} | {ratio(w, med(base, 'warm') * 1e3 if base else None)} |")
+
+
 def selected(peers: list[str], only: list[str] | None, base: str) -> list[str]:
     """The peers ``--only`` names (by substring), always with the baseline the ratios need."""
     return [p for p in peers if p == base or not only or any(o.lower() in p.lower() for o in only)]
@@ -201,7 +224,9 @@ def main() -> None:
                         help="one-way latencies (ms) of the large-result runs")
     parser.add_argument("--only", nargs="*", help="run only the peers whose names contain one of these "
                         "(the neon TCP baseline always runs)")
-    parser.add_argument("--parts", nargs="*", choices=["one-shot", "large"], default=["one-shot", "large"])
+    parser.add_argument("--warm-reads", type=int, default=5,
+                        help="reads timed in each warm session (the 'warm' part), after its first")
+    parser.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS))
     args = parser.parse_args()
 
     import psycopg
@@ -226,6 +251,13 @@ def main() -> None:
                   "timed inside it (imports done), process = the whole child")
             results = measure(compute, peers, ONE_SHOT_QUERY, args.latencies, args.repeat, env)
             one_shot_table(results, args.latencies, peers)
+        if "warm" in args.parts:
+            peers = selected([FLOOR, TCP, HTTP], args.only, TCP)
+            print(f"\nThe same query again in a warm session (psycopg: a held connection): the median of "
+                  f"{args.warm_reads} reads after the first, per process")
+            results = measure(compute, peers, ONE_SHOT_QUERY, args.large_latencies, args.repeat, env,
+                              args.warm_reads)
+            warm_table(results, args.large_latencies, peers)
         if "large" in args.parts:
             peers = selected([LARGE_TCP, HTTP], args.only, LARGE_TCP)
             print(f"\n`select * from orders` ({args.rows:,} rows: int4 ×2, text ×2 with NULLs, timestamptz, "
