@@ -108,6 +108,7 @@ class HttpSession(Session):
         yield
 
     def write(self, data: Any, table: str | tuple[str, str], **options: Any) -> int:
+        """Not over HTTP: writes are binary COPY, which needs a PostgreSQL connection."""
         self._no_connections("write() (binary COPY)")
 
     def pool_stats(self) -> dict[str, dict[str, int]]:
@@ -250,14 +251,18 @@ class HttpSession(Session):
         return table.schema
 
     def to_parquet(self, sql: str, path: str | os.PathLike[str], params: Any = None, *,
-                   direct: bool = False, progress: ProgressArg = "auto", **options: Any) -> int:
-        """The result written to a Parquet file (it appears only when complete); returns the row count."""
+                   direct: bool = False, progress: ProgressArg = "auto", batch_rows: int | None = None,
+                   compression: str = "zstd", copy_format: str = "binary") -> int:
+        """The result written to a Parquet file (it appears only when complete); returns the row count.
+
+        ``batch_rows`` sizes the file's row groups; ``copy_format`` is moot over HTTP.
+        """
         from . import readers
         from .readers._frames import for_parquet
 
-        target = readers.parquet_target(path)
+        target = readers.parquet_target(path)  # before the request: a bad path costs no wake-up
         table = for_parquet(self._table(sql, params, direct, progress))
-        _write_parquet(table, target, options.get("compression", "zstd"))
+        _write_parquet(table, target, compression, batch_rows)
         return table.num_rows
 
     # -- statements --------------------------------------------------------------------
@@ -313,14 +318,15 @@ def _empty() -> pa.Table:
     return pa.table({})
 
 
-def _write_parquet(table: pa.Table, target: Any, compression: str) -> None:
+def _write_parquet(table: pa.Table, target: str, compression: str, batch_rows: int | None) -> None:
+    """``table`` into ``target``, through ``target.partial`` renamed when complete (as the TCP path)."""
     import os
 
     import pyarrow.parquet as pq
 
     partial = f"{target}.partial"
     try:
-        pq.write_table(table, partial, compression=compression)
+        pq.write_table(table, partial, compression=compression, row_group_size=batch_rows)
         os.replace(partial, target)
     except BaseException:
         if os.path.exists(partial):
