@@ -495,4 +495,6 @@ def _progress(progress: ProgressArg, kind: Literal["read", "write"] = "read") ->
     from .ui.progress import progress_bar
 
     with progress_bar(progress, kind=kind) as bar:  # turns red on errors and interrupts
-        yield bar
+        # Nothing to draw on ("auto" in a plain script): no callback, so a read asks for no
+        # row estimate (an EXPLAIN, one more round trip).
+        yield bar if bar.view is not None else None
