@@ -398,6 +398,11 @@ def test_untyped_parameters_read_as_their_literals(http, tcp):
     [1, None, 3], [2**40, None], [[1, 2], [3, 4]], [1.5, float("nan"), None], [True, None], [b"a", None],
     [decimal.Decimal("NaN"), decimal.Decimal("1")], [dt.date(2020, 1, 1), None], [uuid.UUID(int=1)],
     [ipaddress.ip_address("1.2.3.4")], [dt.timedelta(hours=1)],
+    # psycopg types a list by its elements' dumpers, not their exact classes
+    [ipaddress.ip_address("1.2.3.4"), ipaddress.ip_address("::1")],
+    [ipaddress.ip_network("1.0.0.0/8"), ipaddress.ip_network("::/0")],
+    [ipaddress.ip_interface("1.2.3.4/8"), ipaddress.ip_address("1.2.3.4")],
+    [dt.datetime(2020, 1, 1), dt.datetime(2020, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=3)))],
     Json({"a": [1, "x'y"], "b": None}), Jsonb([1, "é", {"k": "\\n"}]), Json(None), Jsonb("s"),
     [Json({"a": 1}), Json([2])], [Jsonb(1)],
 ])
@@ -481,6 +486,11 @@ def test_placeholder_and_parameter_errors_are_psycopgs(http, tcp, sql, params):
 def test_parameters_that_are_no_sequence_are_a_type_error(http, tcp, params):
     got, expected = both(http, tcp, "read_arrow", "SELECT %s", params, progress=False)
     assert type(got.error) is type(expected.error) is TypeError  # psycopg's own message is len()'s
+
+
+def test_naive_and_aware_times_in_one_list_are_a_data_error(http, tcp):
+    got, expected = both(http, tcp, "read_arrow", "SELECT %s", [[dt.time(1), dt.time(1, tzinfo=dt.timezone.utc)]])
+    assert type(got.error) is type(expected.error) is psycopg.DataError  # psycopg's message is an accident
 
 
 @pytest.mark.parametrize("value", [object(), {"a": 1}, {1, 2}, complex(1, 2)])
