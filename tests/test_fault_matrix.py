@@ -24,8 +24,8 @@ and sql_magic (``%%sql df`` in an IPython shell).
 
 The default run takes a Latin-square subset (every reader x endpoint x kind once, its
 phase rotated so that every reader x endpoint meets every phase and every kind every
-phase, plus cells for known weak spots: 125 cells, about a minute); ``CI=true`` (as
-``.ci/run`` sets) adds a second, disjoint square (245 cells, about 2 minutes);
+phase, plus cells for known weak spots: 125 cells, about a minute); CI (``CI=true``) runs the same square, beside the HTTP transport's own matrix (test_http_faults.py);
+``NN_FAULTS_SECOND=1`` adds a second, disjoint square (245 cells, about 2 minutes);
 ``pytest -m faults_full`` (or ``NN_FAULTS_FULL=1``) runs the whole matrix (600 cells, about
 4 minutes). A table of cells x outcomes is printed at the end of the run
 (``NN_FAULTS_TABLE=path`` also writes it, with every clear error, to a file).
@@ -110,19 +110,18 @@ def latin_square(shift: int = 0) -> list[Cell]:
 
 
 SUBSET = latin_square()
-#: CI's cells: two disjoint squares, so that every reader x endpoint x kind meets two phases.
-CI_SUBSET = SUBSET + [c for c in latin_square(shift=3) if c not in SUBSET]
+#: Two disjoint squares (``NN_FAULTS_SECOND=1``): every reader x endpoint x kind meets two phases.
+TWO_SQUARES = SUBSET + [c for c in latin_square(shift=3) if c not in SUBSET]
 
 
 def _cells(config) -> tuple[list[Cell], bool]:
     """The cells of this run, and whether it is the whole matrix: all of them under ``-m faults_full``
-    or ``NN_FAULTS_FULL=1`` (about 4 minutes); two squares in CI (``CI=true``, as ``.ci/run`` sets:
-    the whole matrix no longer fits CI's ten minutes beside the writes' own fault matrix); one
-    square otherwise."""
+    or ``NN_FAULTS_FULL=1`` (about 4 minutes); two squares with ``NN_FAULTS_SECOND=1``; one square
+    otherwise, CI included (its ten minutes also hold the writes' and the HTTP transport's matrices)."""
     if "faults_full" in (config.getoption("markexpr") or "") or os.environ.get("NN_FAULTS_FULL") == "1":
         return ALL_CELLS, True
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        return CI_SUBSET, False
+    if os.environ.get("NN_FAULTS_SECOND") == "1":
+        return TWO_SQUARES, False
     return SUBSET, False
 
 
@@ -516,9 +515,9 @@ def test_subset_covers_every_triple_but_phase_and_every_pair():
     for pair in itertools.product(KINDS, PHASES):
         assert any(c[2:] == pair for c in chosen), pair
     assert len(SUBSET) <= len(ALL_CELLS) // 4
-    # CI's two squares: every reader x endpoint x kind at two phases at least, no cell twice.
-    phases = Counter((c.reader, c.endpoint, c.kind) for c in CI_SUBSET)
-    assert len(set(CI_SUBSET)) == len(CI_SUBSET) and len(CI_SUBSET) <= len(ALL_CELLS) // 2
+    # The two squares: every reader x endpoint x kind at two phases at least, no cell twice.
+    phases = Counter((c.reader, c.endpoint, c.kind) for c in TWO_SQUARES)
+    assert len(set(TWO_SQUARES)) == len(TWO_SQUARES) and len(TWO_SQUARES) <= len(ALL_CELLS) // 2
     assert len(phases) == len(READERS) * len(ENDPOINTS) * len(KINDS) and min(phases.values()) >= 2
 
 

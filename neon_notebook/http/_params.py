@@ -243,6 +243,8 @@ def _array(value: list) -> tuple[str, str | None]:
     """A list as an array literal, with the element type psycopg would give it (int2[] for small ints...)."""
     leaves = [v for v in _leaves(value) if v is not None]
     kinds = {_element_kind(v) for v in leaves}
+    if kinds == {"timestamp", "timestamptz"}:  # psycopg: naive and aware datetimes make timestamptz[]
+        kinds = {"timestamptz"}
     if len(kinds) > 1:
         names = ", ".join(sorted({type(v).__name__ for v in leaves}))
         raise DataError(f"cannot dump lists of mixed types; got: {names}")
