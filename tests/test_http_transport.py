@@ -668,11 +668,11 @@ def test_schema_option_applies_over_http(compute, pg):
                     suspend_after=None) as session, \
             nn.connect(compute.pooled_url, direct_url=compute.direct_url, schema="ht_sch",
                        suspend_after=None) as over_tcp:
-        assert session.execute("CREATE TABLE items (a int)") == -1
-        assert session.execute("INSERT INTO items VALUES (%s), (%s)", [1, 2]) == 2
-        assert pg.execute("SELECT table_schema FROM information_schema.tables WHERE table_name = 'items'"
+        assert session.execute("CREATE TABLE ht_sch_items (a int)") == -1
+        assert session.execute("INSERT INTO ht_sch_items VALUES (%s), (%s)", [1, 2]) == 2
+        assert pg.execute("SELECT table_schema FROM information_schema.tables WHERE table_name = 'ht_sch_items'"
                           ).fetchall() == [("ht_sch",)]
-        sql = "SELECT current_schema() AS s, current_setting('search_path') AS p, count(*) AS n FROM items"
+        sql = "SELECT current_schema() AS s, current_setting('search_path') AS p, count(*) AS n FROM ht_sch_items"
         assert_same_table(session.read_arrow(sql), over_tcp.read_arrow(sql), sql)
         assert session.read_arrow(sql).to_pylist()[0]["n"] == 2
     pg.execute("DROP SCHEMA ht_sch CASCADE")
