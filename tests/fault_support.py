@@ -133,8 +133,8 @@ class Hold:
 
 def reset_faults(compute) -> None:
     """No cut, no latency, no failing wakes, and the compute answering: as a clean run sees it."""
-    compute.cut_after(None)
-    compute.latency(0)
+    compute.cut_after(None, endpoint="all")  # the HTTP/WebSocket endpoint too
+    compute.latency(0, endpoint="all")
     compute.fail_next_wakes(0)
     wait_answering(compute)
 

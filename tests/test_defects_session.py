@@ -18,6 +18,8 @@ import neon_notebook as nn
 from neon_notebook import ComputeState
 from neon_notebook._config import resolve
 
+FAKE_PW = "pw"  # made-up credentials: these tests never connect
+
 SECRET = "Sup3r-s3cret-pw"
 
 
@@ -139,8 +141,8 @@ def test_cli_urls_pooled_is_pooler_safe_direct_is_direct(compute, pgbouncer, ses
         ("postgresql://u:pw@db.example.com/app?pgbouncer=false", None, False, False),  # said so
         ("postgresql://u:pw@db.example.com/app", "postgresql://u:pw@db.example.com:5433/app", True, False),
         (None, "postgresql://u:pw@db.example.com/app", False, False),  # only a direct URL
-        ("postgresql://u:pw@ep-a-1.us-east-2.aws.neon.tech/db", None, True, False),
-        ("postgresql://u:pw@ep-a-1-pooler.us-east-2.aws.neon.tech/db", None, True, False),
+        (f"postgresql://u:{FAKE_PW}@ep-a-1.us-east-2.aws.neon.tech/db", None, True, False),
+        (f"postgresql://u:{FAKE_PW}@ep-a-1-pooler.us-east-2.aws.neon.tech/db", None, True, False),
     ],
 )
 def test_only_known_direct_endpoints_are_direct(url, direct_url, pooled, direct):

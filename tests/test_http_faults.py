@@ -266,16 +266,6 @@ def text(cell: Cell) -> str:
 # -- faults ---------------------------------------------------------------------------------
 
 
-def reset_faults(compute: LocalCompute) -> None:
-    """No cut, no latency on any endpoint (``fs.reset_faults`` leaves "http" alone), no failing
-    wakes, and the compute awake (``wake`` returns once PostgreSQL accepts connections)."""
-    compute.cut_after(None, endpoint="all")
-    compute.latency(0, endpoint="all")
-    compute.fail_next_wakes(0)
-    if compute.state != "active":
-        compute.wake()
-
-
 class Injector:
     """Sets up the cell's fault, and applies it from another thread when the call reaches its phase."""
 
@@ -400,7 +390,7 @@ def _sqlstate(exc: BaseException | None) -> str | None:
 def test_http_fault_cell(env, cell, tmp_path):
     compute = env.compute
     offsets = env.offsets(cell.reader, tmp_path) if cell.kind in CUTS else None
-    reset_faults(compute)
+    fs.reset_faults(compute)
     threads_before = fs.thread_names()
     session = env.session()
     violations: list[str] = []
@@ -446,7 +436,7 @@ def test_http_fault_cell(env, cell, tmp_path):
         elif _sqlstate(error) in SHUTDOWN_CODES and state is not ComputeState.SUSPENDED:
             violations.append(f"state {state} after {_sqlstate(error)} {type(error).__name__} "
                               "(the compute shut the backend down: expected suspended)")
-    reset_faults(compute)
+    fs.reset_faults(compute)
 
     if cell.writes:
         written, want = _writes(compute, cell.tag), fs.WRITE_ROWS
@@ -502,7 +492,7 @@ def test_crash_while_waking_is_answered(env, tmp_path):
     compute, cell = env.compute, Cell("execute_insert", "crash", "connect")
     seen = []
     for attempt in range(8):
-        reset_faults(compute)
+        fs.reset_faults(compute)
         session = env.session()
         injector = Injector(cell, compute, None)
         try:
@@ -513,7 +503,7 @@ def test_crash_while_waking_is_answered(env, tmp_path):
             injector.finish()
             session.close()
         assert injector.problem is None, injector.problem
-        reset_faults(compute)
+        fs.reset_faults(compute)
         written = _writes(compute, cell.tag)
         # Uncertain only when the backend died under the running INSERT ("connection closed"),
         # never because the server dropped the request unanswered.

@@ -850,7 +850,7 @@ def test_a_non_neon_host_needs_http_url_and_nothing_is_sent():
                                     {"transport": "ws"}, {"transport": "HTTP"}])
 def test_bad_transport_options(kwargs):
     with pytest.raises(ConfigurationError):
-        nn.connect("postgresql://alex:pw@ep-x-1.us-east-2.aws.neon.tech/db", **kwargs)
+        nn.connect(f"postgresql://alex:{SECRET}@ep-x-1.us-east-2.aws.neon.tech/db", **kwargs)
 
 
 def test_an_http_session_has_no_connection_to_lend():

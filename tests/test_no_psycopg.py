@@ -87,7 +87,8 @@ def test_urls_and_endpoint_without_psycopg():
         from neon_notebook.errors import ConfigurationError
 
         assert _libpq_keywords() == LIBPQ_KEYWORDS
-        url = ("postgresql://alex:S3cr%40t@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/neondb"
+        made_up = "S3cr%40t"  # a made-up password, percent-encoded: no real endpoint or secret here
+        url = (f"postgresql://alex:{made_up}@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/neondb"
                "?pgbouncer=true&connect_timeout=10&connection_limit=3&channel_binding=require&schema=app")
         endpoint, chosen = parse_url(url, "DATABASE_URL", known_direct=False)
         assert endpoint.pooled and endpoint.password == "S3cr@t" and endpoint.database == "neondb"

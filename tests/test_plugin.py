@@ -251,8 +251,9 @@ def test_the_entry_point_is_installed():
     assert found.get("neon_notebook") == "neon_notebook.testing.plugin"
 
 
-NEON_POOLED = "postgresql://alice:pw@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech:5432/neondb?sslmode=require"
-NEON_DIRECT = "postgresql://alice:pw@ep-cool-darkness-123456.us-east-2.aws.neon.tech:5432/neondb?sslmode=require"
+FAKE_PW = "pw"  # made-up credentials: nothing connects with them
+NEON_POOLED = f"postgresql://alice:{FAKE_PW}@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech:5432/neondb?sslmode=require"
+NEON_DIRECT = f"postgresql://alice:{FAKE_PW}@ep-cool-darkness-123456.us-east-2.aws.neon.tech:5432/neondb?sslmode=require"
 
 
 @pytest.mark.parametrize("url, direct_url, expected", [

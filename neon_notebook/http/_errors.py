@@ -15,7 +15,7 @@ import re
 from .. import errors
 from ._protocol import ServerError
 
-__all__ = ["ProgrammingError", "describe", "excerpt", "is_transient", "sql_error"]
+__all__ = ["ProgrammingError", "excerpt", "is_transient", "libpq_message", "sql_error"]
 
 #: psycopg's, or its stand-in: a placeholder or parameter the query cannot take.
 ProgrammingError = errors.ProgrammingError
@@ -64,11 +64,6 @@ def libpq_message(diag: errors.Diagnostic, text: str, position: int | None) -> s
         if value:
             lines.append(f"{label}:  {value}")
     return "\n".join(lines)
-
-
-def describe(err: ServerError) -> str:
-    """A proxy-level answer (no SQLSTATE) in words, for a ConnectError's message."""
-    return err.message or f"HTTP {err.status}"
 
 
 _DISPLAY = 60  # libpq's reportErrorPosition: the excerpt's width

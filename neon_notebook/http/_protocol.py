@@ -68,7 +68,6 @@ class Result:
     rows: list[list[str | None]]
     command: str
     row_count: int | None
-    size: int = 0  # bytes of the response this result came in
 
 
 @dataclass
@@ -98,16 +97,16 @@ def parse(status: int, body: bytes) -> list[Result]:
     if "results" in data:
         if not isinstance(data["results"], list):
             raise ServerError(status, {"message": "Neon internal error: unexpected result format"})
-        return [_result(r, len(body)) for r in data["results"]]
-    return [_result(data, len(body))]
+        return [_result(r) for r in data["results"]]
+    return [_result(data)]
 
 
-def _result(data: dict, size: int) -> Result:
+def _result(data: dict) -> Result:
     fields = [Field(f["name"], int(f["dataTypeID"]), int(f.get("dataTypeModifier", -1)))
               for f in data.get("fields") or []]
     count = data.get("rowCount")
     return Result(fields, data.get("rows") or [], data.get("command") or "",
-                  int(count) if count is not None else None, size)
+                  int(count) if count is not None else None)
 
 
 def _error_body(body: bytes) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from ..errors import LocalComputeError
 from . import scram, wire
 from .binaries import PGBOUNCER_INSTALL_HINT
 from .httpd import HttpEndpoint
+from .listener import Listener
 from .pgbouncer import PgBouncer
 from .postgres import Postgres
 from .relay import Tap, TappedSocket, relay, relay_faulty
@@ -238,23 +239,13 @@ class Faults:
         return Tap(nbytes, lambda: self._take_cut(epoch), count)
 
 
-class Endpoint:
+class Endpoint(Listener):
     """A TCP listener that wakes the compute and relays to a backend socket."""
 
     def __init__(self, compute: Compute, name: str, backend: Path | None, missing: str | None = None):
+        super().__init__()
         self.compute, self.name, self.backend, self.missing = compute, name, backend, missing
         self.faults = Faults()
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
-        self.port = self.sock.getsockname()[1]
-
-    def serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return  # listener closed
-            threading.Thread(target=self._handle, args=(client,), daemon=True,
-                             name=f"{self.name}-conn").start()
 
     def _refuse(self, client: socket.socket, message: str) -> None:
         try:
@@ -323,13 +314,6 @@ class Endpoint:
         if isinstance(client, TappedSocket):
             return relay_faulty(client, server, lambda: self.faults.latency, name=self.name)
         relay(client, server, name=self.name)
-
-    def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
 
 
 def _raise_if(error: str | None) -> None:

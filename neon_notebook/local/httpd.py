@@ -31,7 +31,6 @@ from __future__ import annotations
 import email.utils
 import logging
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+from .listener import Listener
 from .relay import TappedSocket, relay_faulty
 from .sqlhttp import Limits, Response, SqlOverHttp, not_supported, preflight
 
@@ -170,26 +170,17 @@ def _drain(sock: socket.socket, seconds: float = 2.0) -> None:
         pass
 
 
-class HttpEndpoint:
+class HttpEndpoint(Listener):
     """The TCP listener for ``/sql`` and WebSocket upgrades."""
 
     name = "http"
 
     def __init__(self, compute: Any, faults: Any, backends: dict[int, Path | None], direct_backend: Path,
                  pooled_missing: str | None, limits: Limits) -> None:
+        super().__init__()
         self.compute, self.faults, self.limits = compute, faults, limits
         self.backends, self.direct_backend, self.pooled_missing = backends, direct_backend, pooled_missing
         self.sql = SqlOverHttp(compute, direct_backend, limits)
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
-        self.port = self.sock.getsockname()[1]
-
-    def serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return  # listener closed
-            threading.Thread(target=self._handle, args=(client,), daemon=True, name="http-conn").start()
 
     def _handle(self, client: socket.socket) -> None:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -274,9 +265,3 @@ class HttpEndpoint:
             return preflight()
         return not_supported()
 
-    def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
